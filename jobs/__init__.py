@@ -1,0 +1,43 @@
+"""Runlog: run registered jobs and keep every line they write.
+
+    from jobs import job, run_command
+
+    @job("reports.rebuild", title="Rebuild reports")
+    def rebuild(year: int, dry_run: bool = False):
+        print("starting")
+        run_command(["pg_dump", "..."])
+
+Import what you need from here; the submodules are internals.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jobs.control import JobCancelled, checkpoint, progress, sleep
+from jobs.params import InvalidParameters
+from jobs.processes import run_command
+from jobs.registry import UnknownJob, job
+
+if TYPE_CHECKING:
+    from jobs.models import Job
+
+__all__ = [
+    "InvalidParameters",
+    "JobCancelled",
+    "UnknownJob",
+    "checkpoint",
+    "job",
+    "launch",
+    "progress",
+    "run_command",
+    "sleep",
+]
+
+
+def launch(name: str, *, user: Any = None, **params: Any) -> Job:
+    """Validate `params`, create a queued run of job `name` and start it in this process
+    once the current transaction commits. See jobs.launcher.launch."""
+    from jobs.launcher import launch as launch_run  # the models need the app registry
+
+    return launch_run(name, user=user, **params)

@@ -1,0 +1,84 @@
+"""Demo jobs, so that a new install has something real to launch (RUNLOG_DEMO_JOBS)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Literal
+
+from jobs import job, progress, run_command, sleep
+
+logger = logging.getLogger("demo")
+
+# demo.command's child: a plain script, so that the logged command line is short.
+_CHILD = Path(__file__).with_name("demo_child.py")
+
+
+@job("demo.count", title="Count", description="Prints Task #0 .. Task #n-1, one every `interval` seconds, then Done.")
+def count(n: int = 10, interval: float = 1.0) -> None:
+    for index in range(n):
+        print(f"Task #{index}")
+        progress(index + 1, n)
+        sleep(interval)
+    print("Done")
+
+
+@job("demo.flood", title="Flood", description="Prints `lines` lines of `width` characters as fast as it can.")
+def flood(lines: int = 100_000, width: int = 80) -> None:
+    filler = "x" * max(0, width - 14)
+    for index in range(lines):
+        print(f"{index:>12} {filler}")
+
+
+@job("demo.fail", title="Fail", description="Prints a few lines, then raises an exception.")
+def fail() -> None:
+    print("Preparing")
+    print("Loading data")
+    print("About to fail", file=sys.stderr)
+    raise RuntimeError("demo.fail failed on purpose")
+
+
+@job("demo.echo", title="Echo", description="Prints the given text, `times` times.")
+def echo(text: str, times: int = 1) -> None:
+    for _ in range(times):
+        print(text)
+
+
+@job(
+    "demo.command",
+    title="Run a command",
+    description="Runs a Python child process that prints a line per second to stdout, and some lines to stderr.",
+)
+def command(seconds: int = 5) -> None:
+    run_command([sys.executable, _CHILD, str(seconds)], check=True)
+
+
+@job("demo.logging", title="Logging", description="Logs at INFO and WARNING through the logging module.")
+def logging_demo() -> None:
+    logger.info("Starting the logging demo")
+    logger.warning("This is a warning")
+    logger.info("Finished the logging demo")
+
+
+@job("demo.threads", title="Threads", description="Starts `workers` threads that each print a few lines.")
+def threads(workers: int = 4, lines: int = 3) -> None:
+    def work(index: int) -> None:
+        for line in range(lines):
+            print(f"worker {index}: line {line + 1} of {lines}")
+
+    started = [threading.Thread(target=work, args=(index,)) for index in range(workers)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    print(f"All {workers} workers finished")
+
+
+@job("demo.progress", title="Progress", description="Reports progress while it works through `steps` steps.")
+def progress_demo(steps: int = 20, delay: float = 0.5, mode: Literal["fast", "careful"] = "fast") -> None:
+    for step in range(1, steps + 1):
+        progress(step, steps, f"step {step} of {steps} ({mode})")
+        sleep(delay)
+    print(f"Worked through {steps} steps")

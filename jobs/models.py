@@ -1,0 +1,144 @@
+"""Runs of registered jobs (Job) and the lines they wrote (LogLine)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs.choices import JobStatus, LogStream
+
+__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogStream"]
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def unfinished(self) -> JobQuerySet:
+        return self.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+
+    def finished(self) -> JobQuerySet:
+        return self.filter(status__in=JobStatus.finished_values())
+
+    def owned_by(self, worker: str) -> JobQuerySet:
+        return self.unfinished().filter(worker=worker)
+
+    def stale(self, now: datetime, lost_after: float) -> JobQuerySet:
+        """Unfinished runs whose owner stopped sending heartbeats."""
+        return self.unfinished().filter(heartbeat_at__lt=now - timedelta(seconds=lost_after))
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=max(len(value) for value in JobStatus.values),
+        choices=JobStatus.choices,
+        default=JobStatus.QUEUED,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    launched_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    line_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="One-line summary of why the run failed.")
+
+    # Run control: who runs it, whether it is alive, whether someone asked it to stop.
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid:token of the owning process.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds the run may take.")
+
+    # Progress reported with jobs.progress().
+    progress_done = models.FloatField(null=True, blank=True)
+    progress_total = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["-created_at"], name="job_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="job_status_created_idx"),
+            # The supervisor's sweeps only ever look at unfinished runs.
+            models.Index(
+                fields=["worker", "heartbeat_at"],
+                name="job_unfinished_idx",
+                condition=Q(status__in=["queued", "running"]),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=JobStatus.values), name="job_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.id}"
+
+    def get_absolute_url(self) -> str:
+        return f"/jobs/{self.id}/"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in JobStatus.finished_values()
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    # State changes. Each writes only the fields it owns: line_count belongs to the log
+    # writer, which updates it in the same transaction as the lines it stores.
+
+    def claim(self, worker: str) -> bool:
+        """queued -> running, for this worker. False when the run is no longer queued."""
+        now = timezone.now()
+        claimed = Job.objects.filter(pk=self.pk, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING, started_at=now, worker=worker, heartbeat_at=now
+        )
+        if claimed:
+            self.status, self.started_at, self.worker, self.heartbeat_at = JobStatus.RUNNING, now, worker, now
+        return bool(claimed)
+
+    def finish(self, status: JobStatus, error: str = "") -> bool:
+        """Record how the run ended, unless it already ended (e.g. another process marked
+        it lost meanwhile). True if this call recorded it."""
+        now = timezone.now()
+        updated = Job.objects.filter(pk=self.pk).unfinished().update(status=status, error=error, finished_at=now)
+        if updated:
+            self.status, self.error, self.finished_at = status, error, now
+        else:
+            self.refresh_from_db(fields=["status", "error", "finished_at"])
+        return bool(updated)
+
+
+class LogLine(models.Model):
+    # Indexed through the (job, number) constraint below; a separate index on job alone
+    # would only slow down inserts.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="lines", db_index=False)
+    number = models.PositiveIntegerField()
+    stream = models.CharField(
+        max_length=max(len(value) for value in LogStream.values),
+        choices=LogStream.choices,
+        default=LogStream.STDOUT,
+    )
+    text = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="logline_job_number_unique"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="logline_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}#L{self.number}"

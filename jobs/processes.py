@@ -1,0 +1,108 @@
+"""run_command: run a subprocess and stream its stdout and stderr into the job's log.
+
+Each of the child's pipes is read by its own thread with blocking reads, decoded as UTF-8
+(bad bytes become U+FFFD), and written to a channel of the job's writer: lines appear in
+the log as the child prints them. The child runs in its own session, so a cancel or a
+timeout kills it together with anything it started.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shlex
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from jobs.control import current_context
+from jobs.choices import LogStream
+from jobs.writer import Channel, LogWriter
+
+#: Bytes per read from a child's pipe.
+READ_SIZE = 65536
+
+Command = Sequence[str | os.PathLike[str]]
+
+
+def run_command(
+    args: Command,
+    *,
+    cwd: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = False,
+    timeout: float | None = None,
+    echo: bool = True,
+) -> int:
+    """Run `args` (no shell) and return its exit code.
+
+    With `check=True` a non-zero exit raises subprocess.CalledProcessError; after
+    `timeout` seconds the child is killed and subprocess.TimeoutExpired is raised. With
+    `echo`, the command line is logged first as a system line ("$ ..."). Outside a job
+    the child simply inherits this process's stdout and stderr.
+    """
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    context = current_context()
+    if context is None:
+        return _finish(subprocess.run(args, cwd=cwd, env=child_env, timeout=timeout).returncode, args, check)
+
+    writer = context.writer
+    if echo:
+        writer.write_system(f"$ {shlex.join(str(arg) for arg in args)}")
+    process = subprocess.Popen(
+        args,
+        cwd=cwd,
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: cancel kills the whole tree
+    )
+    context.track_process(process)
+    readers = [
+        _start_reader(process.stdout, writer, Channel(LogStream.STDOUT)),
+        _start_reader(process.stderr, writer, Channel(LogStream.STDERR)),
+    ]
+    try:
+        returncode = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    finally:
+        for reader in readers:
+            reader.join()
+        context.untrack_process(process)
+    context.raise_if_cancelled()
+    return _finish(returncode, args, check)
+
+
+def _finish(returncode: int, args: Command, check: bool) -> int:
+    if check and returncode != 0:
+        raise subprocess.CalledProcessError(returncode, [str(arg) for arg in args])
+    return returncode
+
+
+def _start_reader(pipe: object, writer: LogWriter, channel: Channel) -> threading.Thread:
+    reader = threading.Thread(target=_pump, args=(pipe, writer, channel), name="runlog-pipe", daemon=True)
+    reader.start()
+    return reader
+
+
+def _pump(pipe: object, writer: LogWriter, channel: Channel) -> None:
+    """Copy a pipe into a channel until EOF. Blocking reads: this thread sleeps in read()."""
+    fd = pipe.fileno()  # type: ignore[attr-defined]
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    try:
+        while chunk := os.read(fd, READ_SIZE):
+            text = decoder.decode(chunk)
+            if text:
+                writer.write_forced(channel, text)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            writer.write_forced(channel, tail)
+    finally:
+        pipe.close()  # type: ignore[attr-defined]
+        writer.end_channel(channel)

@@ -1,0 +1,180 @@
+"""The supervisor: one thread per process that keeps its runs honest.
+
+- heartbeats: every HEARTBEAT_INTERVAL it stamps `heartbeat_at` on the runs this process
+  owns (queued and running), in one UPDATE;
+- lost runs: it marks as "lost" any unfinished run whose owner stopped heartbeating for
+  LOST_AFTER seconds, and at start-up any run owned by a dead process on this host;
+- cancel requests made in other processes: it polls `cancel_requested` for its own runs
+  every CANCEL_POLL_INTERVAL while it has any;
+- timeouts: it cancels a run whose time is up.
+
+It sleeps on an Event until the next of those is due: no busy-waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from jobs.conf import runlog_settings
+from jobs.control import CancelReason, JobContext
+from jobs.models import Job, JobStatus, LogLine, LogStream
+
+logger = logging.getLogger(__name__)
+
+
+def process_identity() -> str:
+    """host:pid:token. The token tells this process from a later one that reuses its pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class _Tracked:
+    context: JobContext
+    deadline: float | None  # time.monotonic() when it times out
+
+
+class Supervisor:
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self._tracked: dict[uuid.UUID, _Tracked] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="runlog-supervisor", daemon=True)
+            self._thread.start()
+
+    def track(self, context: JobContext) -> None:
+        deadline = time.monotonic() + context.timeout if context.timeout else None
+        with self._lock:
+            self._tracked[context.job_id] = _Tracked(context, deadline)
+        self._wake.set()
+
+    def untrack(self, context: JobContext) -> None:
+        with self._lock:
+            self._tracked.pop(context.job_id, None)
+
+    def cancel(self, job_id: uuid.UUID, reason: str = CancelReason.REQUESTED) -> bool:
+        """Cancel a run of this process. False if this process is not running it."""
+        with self._lock:
+            tracked = self._tracked.get(job_id)
+        return tracked is not None and tracked.context.cancel(reason)
+
+    def cancel_all(self, reason: str) -> None:
+        with self._lock:
+            contexts = [tracked.context for tracked in self._tracked.values()]
+        for context in contexts:
+            context.cancel(reason)
+
+    # --- The supervisor thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._guarded(recover_runs_of_dead_processes)
+        next_heartbeat = next_cancel_poll = time.monotonic()
+        while True:
+            now = time.monotonic()
+            self._fire_timeouts(now)
+            with self._lock:
+                busy = bool(self._tracked)
+            if now >= next_heartbeat:
+                self._guarded(self._heartbeat)
+                self._guarded(mark_stale_runs_lost)
+                next_heartbeat = now + runlog_settings.HEARTBEAT_INTERVAL
+            if busy and now >= next_cancel_poll:
+                self._guarded(self._apply_cancel_requests)
+                next_cancel_poll = now + runlog_settings.CANCEL_POLL_INTERVAL
+            if not busy:
+                connection.close()  # nothing running here: hold no connection while idle
+            due = [next_heartbeat] + ([next_cancel_poll] if busy else []) + self._deadlines()
+            self._wake.wait(max(0.0, min(due) - time.monotonic()))
+            self._wake.clear()
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:
+            logger.exception("Runlog supervisor step failed; it will run again")
+            connection.close()
+
+    def _deadlines(self) -> list[float]:
+        with self._lock:
+            return [tracked.deadline for tracked in self._tracked.values() if tracked.deadline is not None]
+
+    def _fire_timeouts(self, now: float) -> None:
+        with self._lock:
+            expired = [t.context for t in self._tracked.values() if t.deadline is not None and t.deadline <= now]
+        for context in expired:
+            context.cancel(CancelReason.TIMEOUT)
+
+    def _heartbeat(self) -> None:
+        Job.objects.owned_by(self.identity).update(heartbeat_at=timezone.now())
+
+    def _apply_cancel_requests(self) -> None:
+        with self._lock:
+            mine = list(self._tracked)
+        requested = Job.objects.filter(pk__in=mine, cancel_requested=True).values_list("pk", flat=True)
+        for job_id in requested:
+            self.cancel(job_id)
+
+
+def mark_stale_runs_lost() -> int:
+    """Mark lost every unfinished run whose owner has not heartbeated for LOST_AFTER s."""
+    lost_after = runlog_settings.LOST_AFTER
+    stale = Job.objects.stale(timezone.now(), lost_after).values_list("pk", flat=True)
+    reason = f"Run lost: the process running it stopped sending heartbeats for over {lost_after:g} s."
+    return sum(mark_lost(job_id, reason, stale_for=lost_after) for job_id in stale)
+
+
+def recover_runs_of_dead_processes() -> int:
+    """At start-up: runs owned by a process of this host that no longer exists are lost now."""
+    host = socket.gethostname()
+    lost = 0
+    for job_id, worker in Job.objects.unfinished().filter(worker__startswith=f"{host}:").values_list("pk", "worker"):
+        pid = _pid_of(worker)
+        if pid is not None and not _pid_alive(pid):
+            lost += mark_lost(job_id, f"Run lost: the process running it (pid {pid} on {host}) has exited.")
+    return lost
+
+
+def mark_lost(job_id: uuid.UUID, reason: str, stale_for: float | None = None) -> bool:
+    """Mark one run lost and append a system line saying why, if it is still unfinished
+    (and, with `stale_for`, still without a recent heartbeat). True if this call did it."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).unfinished().first()
+        if job is None:
+            return False
+        if stale_for is not None and job.heartbeat_at and (timezone.now() - job.heartbeat_at).total_seconds() < stale_for:
+            return False
+        number = job.line_count + 1
+        LogLine.objects.create(job=job, number=number, stream=LogStream.SYSTEM, text=reason)
+        Job.objects.filter(pk=job_id).update(line_count=number)
+        job.finish(JobStatus.LOST, reason)
+    logger.warning("Job %s marked lost: %s", job_id, reason)
+    return True
+
+
+def _pid_of(worker: str) -> int | None:
+    parts = worker.split(":")
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
