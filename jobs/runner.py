@@ -34,14 +34,19 @@ class Runner:
     def start(self) -> None:
         """Start the worker threads and the supervisor (once; later calls do nothing)."""
         with self._lock:
-            if self._workers:
-                return
             capture.install()
             self.supervisor.start()
+            if self._workers:
+                return
             for index in range(runlog_settings.WORKERS):
                 worker = threading.Thread(target=self._work, name=f"runlog-worker-{index}", daemon=True)
                 worker.start()
                 self._workers.append(worker)
+
+    def stop(self) -> None:
+        """Stop supervising (heartbeats, timeouts, lost-run sweeps) until start() again.
+        Runs in progress go on; tests and benchmarks call it before dropping a database."""
+        self.supervisor.stop()
 
     def submit(self, job_id: uuid.UUID) -> None:
         self._queue.put(job_id)

@@ -49,12 +49,22 @@ class Supervisor:
         self._tracked: dict[uuid.UUID, _Tracked] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="runlog-supervisor", daemon=True)
             self._thread.start()
+
+    def stop(self) -> None:
+        """End the supervisor thread (its runs get no more heartbeats)."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._stopping = False
 
     def track(self, context: JobContext) -> None:
         deadline = time.monotonic() + context.timeout if context.timeout else None
@@ -83,7 +93,7 @@ class Supervisor:
     def _run(self) -> None:
         self._guarded(recover_runs_of_dead_processes)
         next_heartbeat = next_cancel_poll = time.monotonic()
-        while True:
+        while not self._stopping:
             now = time.monotonic()
             self._fire_timeouts(now)
             with self._lock:
@@ -100,6 +110,7 @@ class Supervisor:
             due = [next_heartbeat] + ([next_cancel_poll] if busy else []) + self._deadlines()
             self._wake.wait(max(0.0, min(due) - time.monotonic()))
             self._wake.clear()
+        connection.close()
 
     def _guarded(self, step: Callable[[], object]) -> None:
         try:

@@ -284,8 +284,7 @@ class LogWriter:
         self._scheduled = False
         pending = self._pending
         chunks = [pending.popleft() for _ in range(len(pending))]
-        with self._room:
-            self._room.notify_all()
+        self.release()
         out: list[tuple[str, list[str]]] = []
         closed = False
         run: list[str] = []  # consecutive chunks of the job's stdout, split together
@@ -309,6 +308,11 @@ class LogWriter:
         if run:
             self.stdout.feed("".join(run), max_length, out)
         return out, closed
+
+    def release(self) -> None:
+        """Wake threads blocked on a full buffer; the flusher calls it after storing."""
+        with self._room:
+            self._room.notify_all()
 
     def take_progress(self) -> Progress | None:
         progress, self._progress = self._progress, None
