@@ -84,9 +84,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             ),
         }
     )
-    # Tests use a file (not an in-memory database) so that job threads, the flusher and
-    # subprocesses such as `manage.py runjob` all see the same data.
-    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(BASE_DIR / "test_db.sqlite3")
+    # Tests use a file beside the database (not an in-memory database) so that job
+    # threads, the flusher and subprocesses such as `manage.py runjob` see the same data.
+    _database_file = Path(DATABASES["default"]["NAME"])
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = str(_database_file.with_name(f"test_{_database_file.name}"))
 else:
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,0 +1,19 @@
+"""Test settings: the project's settings with a fixed secret and fast password hashing.
+
+DATABASE_URL picks the database exactly as in production (SQLite when unset), so the same
+suite runs on SQLite and on PostgreSQL.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+# Quicker heartbeats and lost-run detection, so the tests of those take seconds.
+RUNLOG_HEARTBEAT_INTERVAL = 0.5
+RUNLOG_LOST_AFTER = 2.0
+RUNLOG_CANCEL_POLL_INTERVAL = 0.2
+RUNLOG_KILL_GRACE = 1.0
