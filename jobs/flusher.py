@@ -20,10 +20,10 @@ from django.db import DatabaseError, IntegrityError, connection
 from django.utils import timezone
 
 from jobs import storage
+from jobs.choices import LogStream
 from jobs.conf import runlog_settings
 from jobs.dbretry import retrying
 from jobs.live import hub
-from jobs.choices import LogStream
 from jobs.writer import Batch, LogWriter
 
 if TYPE_CHECKING:

@@ -74,9 +74,7 @@ class Job(models.Model):
             ),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(status__in=JobStatus.values), name="job_status_valid"
-            ),
+            models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="job_status_valid"),
         ]
 
     def __str__(self) -> str:

@@ -130,9 +130,7 @@ def _enum_member(enum_type: type[enum.Enum], value: Any) -> enum.Enum:
     raise forms.ValidationError(f"{value!r} is not one of the choices.")
 
 
-def clean_parameters(
-    job_name: str, form_class: type[forms.Form], params: Mapping[str, Any]
-) -> dict[str, Any]:
+def clean_parameters(job_name: str, form_class: type[forms.Form], params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate raw parameters (strings or Python values); InvalidParameters if bad."""
     data = {name: _as_form_data(value) for name, value in params.items()}
     extra = tuple(name for name in data if name not in form_class.base_fields)

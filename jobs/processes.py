@@ -17,8 +17,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from jobs.control import current_context
 from jobs.choices import LogStream
+from jobs.control import current_context
 from jobs.writer import Channel, LogWriter
 
 #: Bytes per read from a child's pipe.

@@ -63,9 +63,7 @@ def job(
     def register(func: JobFunction) -> JobFunction:
         existing = _registry.get(name)
         if existing is not None and _qualified(existing.func) != _qualified(func):
-            raise ImproperlyConfigured(
-                f"Job name {name!r} is already registered by {_qualified(existing.func)}."
-            )
+            raise ImproperlyConfigured(f"Job name {name!r} is already registered by {_qualified(existing.func)}.")
         _registry[name] = JobSpec(
             name=name,
             func=func,

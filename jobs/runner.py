@@ -12,7 +12,6 @@ import queue
 import threading
 import uuid
 
-
 from jobs import capture
 from jobs.conf import runlog_settings
 from jobs.control import CancelReason
@@ -93,6 +92,3 @@ def start() -> Runner:
     runner = get_runner()
     runner.start()
     return runner
-
-
-

@@ -60,10 +60,13 @@ def _table_and_columns(connection: BaseDatabaseWrapper) -> tuple[str, str]:
 def _insert_from_json(connection: BaseDatabaseWrapper, batch: Batch) -> None:
     table, columns = _table_and_columns(connection)
     job_value, created_value = _db_values(batch, connection)
-    sql = f"INSERT INTO {table} ({columns}) SELECT ?, ? + key, ?, value, ? FROM json_each(?)"
+    # Only identifiers from the model, quoted, are formatted in; every value is a parameter.
+    sql = f"INSERT INTO {table} ({columns}) SELECT ?, ? + key, ?, value, ? FROM json_each(?)"  # noqa: S608
     number = batch.first_number
     for stream, lines in batch.segments:
-        connection.connection.execute(sql, (job_value, number, stream, created_value, json.dumps(lines, ensure_ascii=False)))
+        connection.connection.execute(
+            sql, (job_value, number, stream, created_value, json.dumps(lines, ensure_ascii=False))
+        )
         number += len(lines)
 
 
@@ -76,7 +79,9 @@ def _copy(connection: BaseDatabaseWrapper, batch: Batch) -> None:
             copy.set_types(_COPY_TYPES)
             write_row = copy.write_row
             for stream, lines in batch.segments:
-                for row in zip(repeat(job_value), range(number, number + len(lines)), repeat(stream), lines, repeat(created_value)):
+                for row in zip(
+                    repeat(job_value), range(number, number + len(lines)), repeat(stream), lines, repeat(created_value)
+                ):
                     write_row(row)
                 number += len(lines)
 

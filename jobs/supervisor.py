@@ -166,7 +166,11 @@ def mark_lost(job_id: uuid.UUID, reason: str, stale_for: float | None = None) ->
         job = Job.objects.select_for_update().filter(pk=job_id).unfinished().first()
         if job is None:
             return False
-        if stale_for is not None and job.heartbeat_at and (timezone.now() - job.heartbeat_at).total_seconds() < stale_for:
+        if (
+            stale_for is not None
+            and job.heartbeat_at
+            and (timezone.now() - job.heartbeat_at).total_seconds() < stale_for
+        ):
             return False
         number = job.line_count + 1
         LogLine.objects.create(job=job, number=number, stream=LogStream.SYSTEM, text=reason)

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jobs.conf import runlog_settings
 from jobs.choices import LogStream
+from jobs.conf import runlog_settings
 
 if TYPE_CHECKING:
     from jobs.control import JobContext

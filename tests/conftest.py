@@ -64,7 +64,9 @@ def subprocess_env(transactional_db: Any) -> dict[str, str]:
     if connection.vendor == "sqlite":
         url = f"sqlite:///{settings_dict['NAME']}"
     else:
-        url = "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(**{k: settings_dict[k] or "" for k in ("USER", "HOST", "PORT", "NAME")})
+        url = "postgres://{USER}@{HOST}:{PORT}/{NAME}".format(
+            **{k: settings_dict[k] or "" for k in ("USER", "HOST", "PORT", "NAME")}
+        )
     return {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
 
 

@@ -104,7 +104,9 @@ def _prepared_batch(lines: int) -> Any:
 
     job = Job.objects.create(name="bench.rows")
     texts = [f"{index:>12} {'x' * 66}" for index in range(lines)]
-    return job, Batch(job_id=job.id, first_number=1, segments=[("stdout", texts)], created_at=timezone.now(), line_count=lines)
+    return job, Batch(
+        job_id=job.id, first_number=1, segments=[("stdout", texts)], created_at=timezone.now(), line_count=lines
+    )
 
 
 def raw_insert(lines: int) -> float:
@@ -132,7 +134,10 @@ def bulk_create(lines: int) -> float:
     started = time.perf_counter()
     with transaction.atomic():
         LogLine.objects.bulk_create(
-            (LogLine(job=job, number=n, stream="stdout", text=t, created_at=batch.created_at) for n, t in enumerate(texts, 1)),
+            (
+                LogLine(job=job, number=n, stream="stdout", text=t, created_at=batch.created_at)
+                for n, t in enumerate(texts, 1)
+            ),
             batch_size=5_000,
         )
     return time.perf_counter() - started
