@@ -130,8 +130,8 @@ SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # --- Logging --------------------------------------------------------------------------------
-# Records go to the console at INFO. Records emitted from a job's threads go to that job's
-# log instead (see jobs.capture), so the console filter skips them.
+# The root logger passes INFO and up: that is what a job's log captures (see jobs.capture).
+# The console shows LOG_LEVEL and up, and skips records that went to a job's log.
 
 LOGGING = {
     "version": 1,
@@ -143,9 +143,10 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "formatter": "plain",
             "filters": ["not_from_a_job"],
+            "level": env("LOG_LEVEL", default="INFO"),
         },
     },
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": "INFO"},
 }
 
 # --- Runlog ---------------------------------------------------------------------------------
