@@ -27,7 +27,7 @@ def count(n: int = 10, interval: float = 1.0) -> None:
 
 @job("demo.flood", title="Flood", description="Prints `lines` lines of `width` characters as fast as it can.")
 def flood(lines: int = 100_000, width: int = 80) -> None:
-    filler = "x" * max(0, width - 14)
+    filler = "x" * max(0, width - 13)  # 12 digits, a space, the filler: `width` characters
     for index in range(lines):
         print(f"{index:>12} {filler}")
 

@@ -55,6 +55,7 @@ def execute(job: Job, supervisor: Supervisor) -> Job:
     if writer.failure is not None:
         status, error = JobStatus.FAILED, f"Log storage failed: {writer.failure}"
     retrying(lambda: job.finish(status, error), runlog_settings.DATABASE_RETRY_LIMIT, "save a job's status")
+    job.refresh_from_db()
     return job
 
 

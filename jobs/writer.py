@@ -49,8 +49,7 @@ class Channel:
         text = _sanitize(text)
         if "\n" not in text:
             self._partial = _keep_last_overwrite(self._partial + text)
-            if len(self._partial) > max_length:
-                self._partial = self._wrap_partial(max_length, out)
+            self._wrap_partial(max_length, out)
             return
         lines = text.split("\n")
         lines[0] = self._partial + lines[0]
@@ -61,8 +60,7 @@ class Channel:
             lines = _wrap_long_lines(lines, max_length)
         out.append((self.stream, lines))
         self._partial = partial
-        if len(partial) > max_length:
-            self._partial = self._wrap_partial(max_length, out)
+        self._wrap_partial(max_length, out)
 
     def finish(self, out: list[tuple[str, list[str]]]) -> None:
         """The source has ended: its unfinished line becomes the last line."""
@@ -70,14 +68,20 @@ class Channel:
             out.append((self.stream, [_apply_carriage_returns(self._partial)]))
             self._partial = ""
 
-    def _wrap_partial(self, max_length: int, out: list[tuple[str, list[str]]]) -> str:
-        """Store the full-length pieces of an over-long unfinished line; return the rest."""
+    def _wrap_partial(self, max_length: int, out: list[tuple[str, list[str]]]) -> None:
+        """Store the full-length pieces of an over-long unfinished line, keeping the last
+        piece (its line may end right there) and any trailing "\\r" (not text yet)."""
         partial = self._partial
-        cut = len(partial) - len(partial) % max_length
-        if cut == len(partial):
+        if len(partial) <= max_length:
+            return
+        body = len(partial.rstrip("\r"))
+        if body <= max_length:
+            return
+        cut = body - body % max_length
+        if cut == body:
             cut -= max_length
         out.append((self.stream, [partial[i : i + max_length] for i in range(0, cut, max_length)]))
-        return partial[cut:]
+        self._partial = partial[cut:]
 
 
 def _sanitize(text: str) -> str:
@@ -100,10 +104,10 @@ def _apply_carriage_returns(line: str) -> str:
 
 def _keep_last_overwrite(partial: str) -> str:
     """Drop progress updates an unfinished line has overwritten, keeping a trailing "\\r"
-    (it may be the first half of a "\\r\\n")."""
+    (they may be the first half of a "\\r\\n")."""
     if "\r" not in partial:
         return partial
-    end = len(partial) - 1 if partial.endswith("\r") else len(partial)
+    end = len(partial.rstrip("\r"))
     return partial[partial.rfind("\r", 0, end) + 1 :]
 
 
@@ -191,7 +195,7 @@ class LogWriter:
         pending = self._pending
         pending.append(text)  # a bare str means: the job's stdout channel
         if len(pending) >= self._limit:
-            self._wait_for_room()
+            self._wait_for_room(interruptible=True)
         if not self._scheduled:
             self._schedule()
         return len(text)
@@ -203,7 +207,7 @@ class LogWriter:
         """Write to any channel of this job."""
         if self._interrupted or len(text) > CHUNK_CHARS:
             return self._write_slow(channel, text)
-        self._append((channel, text))
+        self._append((channel, text), interruptible=True)
         return len(text)
 
     def write_record(self, line: str) -> None:
@@ -256,13 +260,15 @@ class LogWriter:
             self.context.raise_if_cancelled()
         for start in range(0, len(text), CHUNK_CHARS):
             piece = text[start : start + CHUNK_CHARS]
-            self._append(piece if channel is self.stdout else (channel, piece))
+            self._append(piece if channel is self.stdout else (channel, piece), interruptible=True)
         return len(text)
 
-    def _append(self, chunk: Any) -> None:
+    def _append(self, chunk: Any, interruptible: bool = False) -> None:
+        """Queue a chunk; block while the buffer is full. Only the job's own writes are
+        `interruptible` (they may raise JobCancelled); pipe readers and notes never are."""
         self._pending.append(chunk)
         if len(self._pending) >= self._limit and chunk is not _CLOSE:
-            self._wait_for_room()
+            self._wait_for_room(interruptible)
         if not self._scheduled:
             self._schedule()
 
@@ -270,11 +276,14 @@ class LogWriter:
         self._scheduled = True
         self._wake_flusher(self)
 
-    def _wait_for_room(self) -> None:
-        """Backpressure: block until the flusher has drained this writer."""
+    def _wait_for_room(self, interruptible: bool) -> None:
+        """Backpressure: block until the flusher has drained this writer. A cancel wakes
+        the job's own threads to raise JobCancelled (once each); after that they wait too."""
         self._schedule()
         with self._room:
-            while len(self._pending) >= self._limit and not self._interrupted:
+            while len(self._pending) >= self._limit and not self._closed:
+                if interruptible and self._interrupted and self.context is not None:
+                    self.context.raise_if_cancelled()
                 self._room.wait()
 
     # --- Called by the flusher thread --------------------------------------------------------
