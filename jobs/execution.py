@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import connection
@@ -14,6 +15,7 @@ from jobs.control import CancelReason, JobCancelled, JobContext
 from jobs.dbretry import retrying
 from jobs.flusher import flusher
 from jobs.models import Job, JobStatus
+from jobs.writer import Channel
 
 if TYPE_CHECKING:
     from jobs.supervisor import Supervisor
@@ -30,28 +32,19 @@ def execute(job: Job, supervisor: Supervisor) -> Job:
     context = JobContext(job.id, job.name, writer, timeout=job.timeout)
     writer.context = context
     supervisor.track(context)
-    status, error = JobStatus.SUCCEEDED, ""
     capture.bind(context)
     try:
-        spec = registry.get(job.name)
-        spec.func(**spec.clean(job.params))
-    except JobCancelled:
-        status, error = _stopped(context)
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            status, error = JobStatus.FAILED, f"The job exited with status {exc.code}."
-            writer.write_system(error)
-    except BaseException as exc:  # noqa: BLE001 - the job's failure is recorded, not raised
-        if context.cancelled:
-            # e.g. a subprocess killed by the cancel made run_command(check=True) raise
-            status, error = _stopped(context)
-        else:
-            status, error = JobStatus.FAILED, _summary(exc)
-            writer.write_forced(writer.stderr, "".join(_job_traceback(exc)))
+        outcome = _call_job_function(job, context)
     finally:
         capture.bind(None)
-        writer.close()
-        supervisor.untrack(context)
+    # The job's unfinished lines come before what Runlog reports about its end.
+    writer.end_channel(writer.stdout)
+    writer.end_channel(writer.stderr)
+    if outcome.report:
+        writer.write_forced(outcome.report_channel or writer.system, outcome.report)
+    writer.close()
+    supervisor.untrack(context)
+    status, error = outcome.status, outcome.error
     if writer.failure is not None:
         status, error = JobStatus.FAILED, f"Log storage failed: {writer.failure}"
     retrying(lambda: job.finish(status, error), runlog_settings.DATABASE_RETRY_LIMIT, "save a job's status")
@@ -59,19 +52,52 @@ def execute(job: Job, supervisor: Supervisor) -> Job:
     return job
 
 
-def _stopped(context: JobContext) -> tuple[JobStatus, str]:
-    """The status and the system line of a job stopped from outside."""
+@dataclass
+class _Outcome:
+    status: JobStatus
+    error: str = ""
+    report: str = ""  # what to add to the log about the end: a traceback or a system note
+    report_channel: Channel | None = None  # None: the system stream
+
+
+def _call_job_function(job: Job, context: JobContext) -> _Outcome:
+    try:
+        spec = registry.get(job.name)
+        spec.func(**spec.clean(job.params))
+    except JobCancelled:
+        return _stopped(context)
+    except SystemExit as exc:
+        if exc.code in (None, 0):
+            return _finished_normally(context)
+        message = f"The job exited with status {exc.code}."
+        return _Outcome(JobStatus.FAILED, message, message + "\n")
+    except BaseException as exc:  # noqa: BLE001 - the job's failure is recorded, not raised
+        if context.cancelled:
+            # e.g. a subprocess killed by the cancel made run_command(check=True) raise
+            return _stopped(context)
+        traceback_text = "".join(_job_traceback(exc))
+        return _Outcome(JobStatus.FAILED, _summary(exc), traceback_text, context.writer.stderr)
+    return _finished_normally(context)
+
+
+def _finished_normally(context: JobContext) -> _Outcome:
+    # A job can be stopped while it is somewhere no cancel reaches (a C call, a lock)
+    # and then return: it still ran out of time, or was cancelled.
+    return _stopped(context) if context.cancelled else _Outcome(JobStatus.SUCCEEDED)
+
+
+def _stopped(context: JobContext) -> _Outcome:
+    """How a job stopped from outside ended, and the system line that says so."""
     reason = context.cancel_reason
     if reason == CancelReason.TIMEOUT:
-        status, message = JobStatus.FAILED, f"Timed out after {context.timeout:g} s."
-    elif reason == CancelReason.SHUTDOWN:
-        status, message = JobStatus.FAILED, "Interrupted: the server running it shut down."
-    elif reason == CancelReason.STORAGE:
-        return JobStatus.FAILED, ""  # the flusher writes the line; execute() sets the error
-    else:
-        status, message = JobStatus.CANCELLED, "Cancelled on request."
-    context.writer.write_system(message)
-    return status, message if status == JobStatus.FAILED else ""
+        message = f"Timed out after {context.timeout:g} s."
+        return _Outcome(JobStatus.FAILED, message, message + "\n")
+    if reason == CancelReason.SHUTDOWN:
+        message = "Interrupted: the server running it shut down."
+        return _Outcome(JobStatus.FAILED, message, message + "\n")
+    if reason == CancelReason.STORAGE:
+        return _Outcome(JobStatus.FAILED)  # the flusher writes the line; execute() sets the error
+    return _Outcome(JobStatus.CANCELLED, "", "Cancelled on request.\n")
 
 
 def _summary(exc: BaseException) -> str:
@@ -83,7 +109,7 @@ def _summary(exc: BaseException) -> str:
 def _job_traceback(exc: BaseException) -> list[str]:
     """The traceback from the job function down, without Runlog's own frame."""
     tb = exc.__traceback__
-    if tb is not None and tb.tb_frame.f_code is execute.__code__:
+    if tb is not None and tb.tb_frame.f_code is _call_job_function.__code__:
         tb = tb.tb_next
     return traceback.format_exception(type(exc), exc, tb)
 

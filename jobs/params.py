@@ -34,18 +34,17 @@ class InvalidParameters(ValueError):
 
 
 class JobParametersForm(forms.Form):
-    """Base of every job's parameter form; rejects parameters the job does not take."""
-
-    def __init__(self, *args: Any, extra_names: tuple[str, ...] = (), **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._extra_names = extra_names
+    """Base of every derived parameter form: an empty value means the job's default."""
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if self._extra_names:
-            expected = ", ".join(self.fields) or "none"
-            unknown = ", ".join(sorted(self._extra_names))
-            raise forms.ValidationError(f"Unknown parameter(s): {unknown}. This job takes: {expected}.")
+        for name, field in self.fields.items():
+            if (
+                cleaned.get(name) in (None, "")
+                and field.initial is not None
+                and not isinstance(field, forms.BooleanField)
+            ):
+                cleaned[name] = field.initial
         return cleaned
 
 
@@ -133,15 +132,16 @@ def _enum_member(enum_type: type[enum.Enum], value: Any) -> enum.Enum:
 def clean_parameters(job_name: str, form_class: type[forms.Form], params: Mapping[str, Any]) -> dict[str, Any]:
     """Validate raw parameters (strings or Python values); InvalidParameters if bad."""
     data = {name: _as_form_data(value) for name, value in params.items()}
-    extra = tuple(name for name in data if name not in form_class.base_fields)
+    unknown = sorted(name for name in data if name not in form_class.base_fields)
+    if unknown:
+        expected = ", ".join(form_class.base_fields) or "none"
+        message = f"Unknown parameter(s): {', '.join(unknown)}. This job takes: {expected}."
+        raise InvalidParameters(job_name, {"__all__": [message]})
     # A parameter left out takes the job's default (which the form holds as `initial`).
     for name, field in form_class.base_fields.items():
         if name not in data and field.initial is not None:
             data[name] = _as_form_data(field.initial)
-    if issubclass(form_class, JobParametersForm):
-        form = form_class(data=data, extra_names=extra)
-    else:
-        form = form_class(data=data)
+    form = form_class(data=data)
     if not form.is_valid():
         raise InvalidParameters(job_name, {field: list(errors) for field, errors in form.errors.items()})
     return dict(form.cleaned_data)

@@ -51,8 +51,12 @@ class Runner:
         self._queue.put(job_id)
 
     def cancel(self, job_id: uuid.UUID) -> bool:
-        """Cancel a run of this process at once. Other processes' runs: see Job.request_cancel."""
-        return self.supervisor.cancel(job_id, CancelReason.REQUESTED)
+        """Ask a run to stop, whichever process runs it: the flag in the database reaches
+        another process through its supervisor's poll; a run of this process stops at once.
+        False if the run had already finished."""
+        requested = Job.objects.filter(pk=job_id).unfinished().update(cancel_requested=True)
+        self.supervisor.cancel(job_id, CancelReason.REQUESTED)
+        return bool(requested)
 
     def run(self, job: Job) -> Job:
         """Claim a queued run for this process and run it in the calling thread."""

@@ -125,9 +125,11 @@ class Supervisor:
 
     def _fire_timeouts(self, now: float) -> None:
         with self._lock:
-            expired = [t.context for t in self._tracked.values() if t.deadline is not None and t.deadline <= now]
-        for context in expired:
-            context.cancel(CancelReason.TIMEOUT)
+            expired = [t for t in self._tracked.values() if t.deadline is not None and t.deadline <= now]
+            for tracked in expired:
+                tracked.deadline = None  # fired once; the run is winding down
+        for tracked in expired:
+            tracked.context.cancel(CancelReason.TIMEOUT)
 
     def _heartbeat(self) -> None:
         Job.objects.owned_by(self.identity).update(heartbeat_at=timezone.now())

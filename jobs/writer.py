@@ -176,7 +176,7 @@ class LogWriter:
         self.stdout = Channel(LogStream.STDOUT)
         self.stderr = Channel(LogStream.STDERR)
         self._records = Channel(LogStream.LOG)
-        self._system = Channel(LogStream.SYSTEM)
+        self.system = Channel(LogStream.SYSTEM)
         # Owned by the flusher thread.
         self.next_number = 1
         self.truncated_at: int | None = None
@@ -216,7 +216,7 @@ class LogWriter:
 
     def write_system(self, line: str) -> None:
         """A note from Runlog itself. Accepted even while the job is being stopped."""
-        self.write_forced(self._system, line + "\n")
+        self.write_forced(self.system, line + "\n")
 
     def write_forced(self, channel: Channel, text: str) -> None:
         """Append without interrupting the caller with JobCancelled (subprocess readers,
@@ -306,7 +306,7 @@ class LogWriter:
                 run = []
             if chunk is _CLOSE:
                 closed = True
-                for channel in (self.stdout, self.stderr, self._records, self._system):
+                for channel in (self.stdout, self.stderr, self._records, self.system):
                     channel.finish(out)
                 continue
             channel, text = chunk
