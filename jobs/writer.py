@@ -238,8 +238,7 @@ class LogWriter:
     def interrupt(self) -> None:
         """Send writes to the slow path, which raises JobCancelled once per thread."""
         self._interrupted = True
-        with self._room:
-            self._room.notify_all()
+        self._wake_blocked_writers()
 
     def close(self) -> None:
         """Store every unfinished line and wait until all lines are stored."""
@@ -293,7 +292,7 @@ class LogWriter:
         self._scheduled = False
         pending = self._pending
         chunks = [pending.popleft() for _ in range(len(pending))]
-        self.release()
+        self._wake_blocked_writers()
         out: list[tuple[str, list[str]]] = []
         closed = False
         run: list[str] = []  # consecutive chunks of the job's stdout, split together
@@ -318,8 +317,7 @@ class LogWriter:
             self.stdout.feed("".join(run), max_length, out)
         return out, closed
 
-    def release(self) -> None:
-        """Wake threads blocked on a full buffer; the flusher calls it after storing."""
+    def _wake_blocked_writers(self) -> None:
         with self._room:
             self._room.notify_all()
 
