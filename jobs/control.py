@@ -94,7 +94,7 @@ class JobContext:
 
 def _terminate_group(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group now, SIGKILL it after the grace period if still alive."""
-    _signal_group(process, signal.SIGTERM)
+    signal_process_group(process, signal.SIGTERM)
     killer = threading.Timer(runlog_settings.KILL_GRACE, _kill_if_alive, args=(process,))
     killer.daemon = True
     killer.start()
@@ -102,10 +102,11 @@ def _terminate_group(process: subprocess.Popen[bytes]) -> None:
 
 def _kill_if_alive(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
-        _signal_group(process, signal.SIGKILL)
+        signal_process_group(process, signal.SIGKILL)
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+def signal_process_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Signal the child and everything it started (run_command gives it its own session)."""
     try:
         os.killpg(process.pid, signum)  # run_command starts each child in its own session
     except (ProcessLookupError, PermissionError):

@@ -90,7 +90,12 @@ class Flusher:
         for writer in writers:
             if writer.done.is_set():
                 continue
-            batch = self._take_batch(writer, now)
+            try:
+                batch = self._take_batch(writer, now)
+            except Exception as exc:  # a bug must cost only this writer's run, not others'
+                logger.exception("Runlog could not split the output of job %s", writer.job_id)
+                _give_up(writer, exc)
+                continue
             if batch is not None:
                 batches.append((writer, batch))
         if not batches:
@@ -188,6 +193,18 @@ def _record_failure(writer: LogWriter, batch: Batch, exc: Exception) -> None:
         from jobs.control import CancelReason
 
         writer.context.cancel(CancelReason.STORAGE)
+
+
+def _give_up(writer: LogWriter, exc: Exception) -> None:
+    """Stop a run whose output could not be processed; its runner reports the failure."""
+    if writer.failure is None:
+        writer.failure = f"{type(exc).__name__}: {exc}"
+    if writer.context is not None:
+        from jobs.control import CancelReason
+
+        writer.context.cancel(CancelReason.STORAGE)
+    if writer.closing:
+        writer.done.set()
 
 
 def _failure_note(writer: LogWriter) -> str:

@@ -14,15 +14,19 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jobs.choices import LogStream
-from jobs.control import current_context
+from jobs.control import current_context, signal_process_group
 from jobs.writer import Channel, LogWriter
 
 #: Bytes per read from a child's pipe.
 READ_SIZE = 65536
+#: Seconds to wait for a killed child's pipes to close (a process that left the group
+#: could keep them open; its reader thread is then left behind).
+AFTER_KILL_GRACE = 5.0
 
 Command = Sequence[str | os.PathLike[str]]
 
@@ -65,15 +69,21 @@ def run_command(
         _start_reader(process.stdout, writer, Channel(LogStream.STDOUT)),
         _start_reader(process.stderr, writer, Channel(LogStream.STDERR)),
     ]
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         returncode = process.wait(timeout=timeout)
+        # The output is complete when the pipes close, which a grandchild may delay.
+        for reader in readers:
+            reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(reader.is_alive() for reader in readers):
+            raise subprocess.TimeoutExpired(list(map(str, args)), timeout or 0)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        signal_process_group(process, signal.SIGKILL)
         process.wait()
+        for reader in readers:
+            reader.join(AFTER_KILL_GRACE)  # the pipes close once the whole group is dead
         raise
     finally:
-        for reader in readers:
-            reader.join()
         context.untrack_process(process)
     context.raise_if_cancelled()
     return _finish(returncode, args, check)

@@ -190,7 +190,7 @@ class LogWriter:
 
     def write_stdout(self, text: str) -> int:
         """sys.stdout.write() in a job thread. Kept minimal: it is every print()'s cost."""
-        if self._interrupted or len(text) > CHUNK_CHARS:
+        if self._interrupted or len(text) > CHUNK_CHARS or type(text) is not str:
             return self._write_slow(self.stdout, text)
         pending = self._pending
         pending.append(text)  # a bare str means: the job's stdout channel
@@ -205,7 +205,7 @@ class LogWriter:
 
     def write(self, channel: Channel, text: str) -> int:
         """Write to any channel of this job."""
-        if self._interrupted or len(text) > CHUNK_CHARS:
+        if self._interrupted or len(text) > CHUNK_CHARS or type(text) is not str:
             return self._write_slow(channel, text)
         self._append((channel, text), interruptible=True)
         return len(text)
@@ -242,13 +242,21 @@ class LogWriter:
 
     def close(self) -> None:
         """Store every unfinished line and wait until all lines are stored."""
-        self._append(_CLOSE)
+        # Closed first: if the flusher fails on this writer, it knows the end was asked.
         self._closed = True
         self._interrupted = True
+        self._append(_CLOSE)
         self._schedule()
         self.done.wait()
 
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
     def _write_slow(self, channel: Channel, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        text = str.__str__(text)  # a plain str: e.g. Django's SafeString is a subclass
         if self._closed:
             # A thread the job started is still writing after the job ended: its text has
             # nowhere to go in the log, so it goes to the process's own stream.
