@@ -19,9 +19,6 @@ class JobQuerySet(models.QuerySet["Job"]):
     def unfinished(self) -> JobQuerySet:
         return self.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
 
-    def finished(self) -> JobQuerySet:
-        return self.filter(status__in=JobStatus.finished_values())
-
     def owned_by(self, worker: str) -> JobQuerySet:
         return self.unfinished().filter(worker=worker)
 

@@ -82,12 +82,6 @@ class Supervisor:
             tracked = self._tracked.get(job_id)
         return tracked is not None and tracked.context.cancel(reason)
 
-    def cancel_all(self, reason: str) -> None:
-        with self._lock:
-            contexts = [tracked.context for tracked in self._tracked.values()]
-        for context in contexts:
-            context.cancel(reason)
-
     # --- The supervisor thread --------------------------------------------------------------
 
     def _run(self) -> None:
