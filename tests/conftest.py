@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.db import connection
@@ -16,6 +17,11 @@ from django.db import connection
 from jobs.models import Job, LogLine
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+#: Seconds to wait for something that should happen soon: a generous bound that only a
+#: broken product reaches, never a pause a test relies on.
+WAIT = 60.0
+
+Result = TypeVar("Result")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -41,6 +47,31 @@ def run_now(name: str, **params: Any) -> Job:
 
     job = create_run(name, params)
     return start().run(job)
+
+
+def wait_for(predicate: Callable[[], Result], what: str, timeout: float = WAIT) -> Result:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_finished(*runs: Job, timeout: float = WAIT) -> Job:
+    """Poll the database until every run has finished (a launched job runs in a worker);
+    returns the last run, refreshed."""
+    for run in runs:
+
+        def finished(run: Job = run) -> bool:
+            run.refresh_from_db()
+            return run.is_finished
+
+        wait_for(finished, f"{run} to finish", timeout)
+    return runs[-1]
 
 
 def log_texts(job: Job, stream: str | None = None) -> list[str]:

@@ -7,7 +7,6 @@ import io
 import logging
 import sys
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -21,11 +20,10 @@ import jobs
 from jobs import capture, job
 from jobs.conf import runlog_settings
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from tests.conftest import assert_contiguous, log_texts, run_now
+from tests.conftest import WAIT, assert_contiguous, log_texts, run_now, wait_finished
 
 #: Upper bound on any wait in these tests, so that a broken product fails a test instead
 #: of hanging it. Never reached when things work.
-WAIT = 60.0
 
 # The tests and the jobs they run share this process: jobs find their events and
 # barriers here by the token the test passes as a parameter.
@@ -50,19 +48,6 @@ def _wait(event: threading.Event) -> None:
 def lines_of(job: Job) -> list[tuple[str, str]]:
     """(stream, text) of every stored line, in order."""
     return list(LogLine.objects.filter(job=job).order_by("number").values_list("stream", "text"))
-
-
-def wait_finished(*runs: Job, timeout: float = WAIT) -> None:
-    """Poll the database until every run has finished (a launched job runs in a worker)."""
-    deadline = time.monotonic() + timeout
-    for run in runs:
-        while True:
-            run.refresh_from_db()
-            if run.is_finished:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"{run} still {run.status} after {timeout} s")
-            time.sleep(0.02)
 
 
 @contextmanager

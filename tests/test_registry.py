@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import enum
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, Literal, Optional
@@ -19,9 +18,7 @@ import jobs
 from jobs import InvalidParameters, UnknownJob, job, registry
 from jobs.models import Job, JobStatus
 from jobs.runner import get_runner
-from tests.conftest import log_texts, run_now
-
-DEADLINE = 30.0
+from tests.conftest import log_texts, run_now, wait_finished
 
 # What the test-only jobs received when they ran, by a key the test passes.
 _received: dict[str, dict[str, Any]] = {}
@@ -74,16 +71,6 @@ REQUIRED = {
     "limit": None,
     "note": None,
 }
-
-
-def wait_finished(job: Job) -> Job:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        job.refresh_from_db()
-        if job.is_finished:
-            return job
-        assert time.monotonic() < deadline, f"{job.name} did not finish within {DEADLINE:g} s"
-        time.sleep(0.02)
 
 
 @pytest.fixture

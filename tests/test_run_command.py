@@ -9,8 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,11 +18,10 @@ import pytest
 import jobs
 from jobs import demo, job, run_command
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from tests.conftest import assert_contiguous, log_texts, run_now
+from tests.conftest import assert_contiguous, log_texts, run_now, wait_finished, wait_for
 
 #: Upper bound on any wait in these tests, so that a broken product fails a test instead
 #: of hanging it. Never reached when things work.
-WAIT = 60.0
 
 
 @job("run_command_tests.command")
@@ -59,24 +57,6 @@ def python_script(tmp_path: Path, source: str) -> str:
     path = tmp_path / "child.py"
     path.write_text(textwrap.dedent(source))
     return str(path)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout} s waiting until {what}")
-        time.sleep(0.02)
-
-
-def wait_finished(run: Job, timeout: float = WAIT) -> None:
-    """Poll the database until the run has finished (a launched job runs in a worker)."""
-
-    def finished() -> bool:
-        run.refresh_from_db()
-        return run.is_finished
-
-    wait_until(finished, f"{run} finished", timeout)
 
 
 def line_stored(run: Job, text: str) -> bool:
@@ -137,7 +117,7 @@ def test_a_childs_lines_are_stored_while_it_is_still_running(tmp_path: Path) -> 
     ]
     with released_by(sentinel):
         run = launch_command(args)
-        wait_until(lambda: line_stored(run, "child is up"), "the child's first line is stored")
+        wait_for(lambda: line_stored(run, "child is up"), "the child's first line is stored")
         # The child cannot have ended: it is still waiting for the sentinel.
         run.refresh_from_db()
         assert run.status == JobStatus.RUNNING
@@ -168,7 +148,7 @@ def test_a_python_child_gets_pythonunbuffered_and_streams_live_without_flushing(
     )
     with released_by(sentinel):
         run = launch_command([sys.executable, script, str(sentinel)], env=json.dumps({"PYTHONUNBUFFERED": "0"}))
-        wait_until(lambda: line_stored(run, "PYTHONUNBUFFERED=1"), "the child's unflushed line is stored")
+        wait_for(lambda: line_stored(run, "PYTHONUNBUFFERED=1"), "the child's unflushed line is stored")
         run.refresh_from_db()
         assert run.status == JobStatus.RUNNING
     wait_finished(run)
@@ -238,6 +218,17 @@ def test_cwd_env_and_echo_false(tmp_path: Path) -> None:
     assert log_texts(run) == [os.path.realpath(tmp_path), "from env", "exit code 0"]
 
 
+def kill_leftovers(pid_file: Path, run: Job) -> None:
+    """Should the product not have killed the processes listed in `pid_file`, do not leave
+    them behind; then let the run end, so its worker is free before the database goes."""
+    pids = [int(pid) for pid in (pid_file.read_text().split() if pid_file.exists() else [])]
+    leftovers = [pid for pid in pids if pid_running(pid)]
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    if leftovers:
+        wait_finished(run)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_timeout_kills_the_child_and_its_grandchild_and_raises(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
@@ -254,15 +245,10 @@ def test_timeout_kills_the_child_and_its_grandchild_and_raises(tmp_path: Path) -
         assert log_texts(run, LogStream.STDERR)[-1].startswith("subprocess.TimeoutExpired: ")
         assert "exit code" not in " ".join(log_texts(run))
         child_pid, grandchild_pid = (int(pid) for pid in pids.read_text().split())
-        wait_until(lambda: not pid_running(child_pid), "the child is gone", timeout=10)
-        wait_until(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
+        wait_for(lambda: not pid_running(child_pid), "the child is gone", timeout=10)
+        wait_for(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
     finally:
-        # Should the product not have killed them, do not leave them behind.
-        leftovers = [int(pid) for pid in (pids.read_text().split() if pids.exists() else []) if pid_running(int(pid))]
-        for pid in leftovers:
-            os.kill(pid, signal.SIGKILL)
-        if leftovers:
-            wait_finished(run)  # the worker thread is free again before the database goes
+        kill_leftovers(pids, run)
 
 
 def test_outside_a_job_the_child_inherits_the_process_streams_and_the_exit_code_is_returned(
@@ -297,8 +283,6 @@ def test_timeout_also_kills_a_grandchild_left_holding_the_output_after_the_child
         assert run.error.startswith("TimeoutExpired: ")
         assert log_texts(run)[:2] == [echo_line(args), "left a grandchild"]
         grandchild_pid = int(pid_file.read_text())
-        wait_until(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
+        wait_for(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
     finally:
-        if pid_file.exists() and pid_running(int(pid_file.read_text())):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-            wait_finished(run)  # the worker thread is free again before the database goes
+        kill_leftovers(pid_file, run)

@@ -11,10 +11,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from django.db import connection, connections
@@ -28,12 +28,9 @@ from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.runner import get_runner, start
 from jobs.supervisor import Supervisor, mark_stale_runs_lost, process_identity, recover_runs_of_dead_processes
-from tests.conftest import assert_contiguous, log_texts, run_now
-
-Result = TypeVar("Result")
+from tests.conftest import WAIT, assert_contiguous, log_texts, run_now, wait_finished, wait_for
 
 #: Generous: a deadline only bounds how long a broken build hangs, it never decides a pass.
-DEADLINE = 30.0
 CANCELLED_NOTE = "Cancelled on request."
 
 # Events and counters the test-only jobs share with the tests, by a key each test makes.
@@ -41,27 +38,6 @@ _gates: dict[str, threading.Event] = {}
 _runs: dict[str, int] = {}
 _runs_lock = threading.Lock()
 _connections: dict[str, list[Any]] = {}
-
-
-def wait_for(predicate: Callable[[], Result], what: str, timeout: float = DEADLINE) -> Result:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"Gave up after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def wait_finished(job: Job, timeout: float = DEADLINE) -> Job:
-    def finished() -> bool:
-        job.refresh_from_db()
-        return job.is_finished
-
-    wait_for(finished, f"job {job.name} to finish", timeout)
-    return job
 
 
 def wait_for_line(job: Job, text: str) -> None:
@@ -433,7 +409,7 @@ def test_unfinished_line_written_before_a_cancel_comes_before_the_cancel_note(
 ) -> None:
     key, written = gate
     job = jobs.launch("runner_tests.partial", gate=key)
-    assert written.wait(DEADLINE), "the job did not start"
+    assert written.wait(WAIT), "the job did not start"
 
     assert get_runner().cancel(job.id) is True
     wait_finished(job)
