@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from django.db import DatabaseError, IntegrityError, connection
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from jobs import storage
@@ -137,15 +137,16 @@ class Flusher:
         try:
             _store_with_retry([batch for _, batch in batches])
             return
-        except DatabaseError as exc:
-            if len(batches) == 1 or not isinstance(exc, IntegrityError):
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded on its runs
+            if len(batches) == 1 or isinstance(exc, (OperationalError, InterfaceError)):
+                # Only one run involved, or the database stayed away: no use trying again.
                 for writer, batch in batches:
                     _record_failure(writer, batch, exc)
                 return
         for writer, batch in batches:
             try:
                 _store_with_retry([batch])
-            except DatabaseError as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded on its run
                 _record_failure(writer, batch, exc)
 
 

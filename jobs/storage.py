@@ -34,7 +34,9 @@ def store(batches: Sequence[Batch], using: str = DEFAULT_DB_ALIAS) -> None:
     """Insert the batches' lines and update their jobs, all in one transaction."""
     connection = connections[using]
     insert = _copy if connection.vendor == "postgresql" else _insert_from_json
-    with transaction.atomic(using=using):
+    # The inserts use the driver's connection directly: wrap_database_errors turns its
+    # errors into Django's, so a lost connection is an OperationalError to retry on.
+    with transaction.atomic(using=using), connection.wrap_database_errors:
         for batch in batches:
             if batch.segments:
                 insert(connection, batch)
