@@ -22,6 +22,7 @@ from django.utils import timezone
 from jobs import storage
 from jobs.choices import LogStream
 from jobs.conf import runlog_settings
+from jobs.control import CancelReason
 from jobs.dbretry import retrying
 from jobs.live import hub
 from jobs.writer import Batch, LogWriter
@@ -93,8 +94,7 @@ class Flusher:
             try:
                 batch = self._take_batch(writer, now)
             except Exception as exc:  # a bug must cost only this writer's run, not others'
-                logger.exception("Runlog could not split the output of job %s", writer.job_id)
-                _give_up(writer, exc)
+                _stop_run(writer, exc)
                 continue
             if batch is not None:
                 batches.append((writer, batch))
@@ -141,13 +141,13 @@ class Flusher:
             if len(batches) == 1 or isinstance(exc, (OperationalError, InterfaceError)):
                 # Only one run involved, or the database stayed away: no use trying again.
                 for writer, batch in batches:
-                    _record_failure(writer, batch, exc)
+                    _stop_run(writer, exc, batch)
                 return
         for writer, batch in batches:
             try:
                 _store_with_retry([batch])
             except Exception as exc:  # noqa: BLE001 - recorded on its run
-                _record_failure(writer, batch, exc)
+                _stop_run(writer, exc, batch)
 
 
 def _apply_line_cap(writer: LogWriter, batch: Batch, closed: bool) -> None:
@@ -180,32 +180,21 @@ def _truncation_note(cap: int, dropped: int | None) -> str:
     return note
 
 
-def _record_failure(writer: LogWriter, batch: Batch, exc: Exception) -> None:
-    """Storing failed for good: stop the run and count what is lost; the run's last line
-    (stored once the database answers again) says how many lines that was, and why."""
-    logger.error("Runlog could not store lines of job %s: %s", writer.job_id, exc)
+def _stop_run(writer: LogWriter, exc: Exception, unstored: Batch | None = None) -> None:
+    """A run's output could not be split or stored, for good: stop the run and count the
+    `unstored` lines; its last line (stored once the database answers again) says how
+    many were lost, and why, and its runner marks it failed."""
+    logger.error("Runlog could not store the lines of job %s", writer.job_id, exc_info=exc)
     if writer.failure is None:
         writer.failure = f"{type(exc).__name__}: {exc}".strip()
-    writer.dropped += len(batch)
-    writer.next_number = batch.first_number  # nothing of this batch was stored
-    if batch.finished:
-        writer.done.set()  # nothing more can be stored; the runner reports the failure
-    if writer.context is not None:
-        from jobs.control import CancelReason
-
-        writer.context.cancel(CancelReason.STORAGE)
-
-
-def _give_up(writer: LogWriter, exc: Exception) -> None:
-    """Stop a run whose output could not be processed; its runner reports the failure."""
-    if writer.failure is None:
-        writer.failure = f"{type(exc).__name__}: {exc}"
-    if writer.context is not None:
-        from jobs.control import CancelReason
-
-        writer.context.cancel(CancelReason.STORAGE)
-    if writer.closing:
+    if unstored is not None:
+        writer.dropped += len(unstored)
+        writer.next_number = unstored.first_number  # nothing of this batch was stored
+    # Nothing more can be stored once the run has ended: let its runner go on.
+    if unstored.finished if unstored is not None else writer.closing:
         writer.done.set()
+    if writer.context is not None:
+        writer.context.cancel(CancelReason.STORAGE)
 
 
 def _failure_note(writer: LogWriter) -> str:

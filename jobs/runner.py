@@ -31,7 +31,7 @@ class Runner:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the worker threads and the supervisor (once; later calls do nothing)."""
+        """Start the worker threads (once) and the supervisor (again, after stop())."""
         with self._lock:
             capture.install()
             self.supervisor.start()
