@@ -36,6 +36,13 @@ class RunlogSettings:
     DATABASE_RETRY_LIMIT: float = 60.0
     #: Seconds a cancelled job's subprocesses get between SIGTERM and SIGKILL.
     KILL_GRACE: float = 3.0
+    #: Seconds between the poller's reads of runs that other processes run (their live tail).
+    POLL_INTERVAL: float = 0.2
+    #: Seconds between heartbeat comments on an idle event stream (at most 15, the contract).
+    STREAM_HEARTBEAT: float = 10.0
+    #: Live viewers of one process that may read the database at the same moment; the others
+    #: wait their turn, so that a crowd of viewers never exhausts the database's connections.
+    VIEWER_DATABASE_SLOTS: int = 8
     #: Import the demo jobs (demo.*).
     DEMO_JOBS: bool = True
 

@@ -14,6 +14,7 @@ from jobs.conf import runlog_settings
 from jobs.control import CancelReason, JobCancelled, JobContext
 from jobs.dbretry import retrying
 from jobs.flusher import flusher
+from jobs.live import hub
 from jobs.models import Job, JobStatus
 from jobs.writer import Channel
 
@@ -27,7 +28,16 @@ ERROR_SUMMARY_LENGTH = 1000
 
 
 def execute(job: Job, supervisor: Supervisor) -> Job:
-    """Run a claimed (running) job to its end. Every line is stored before the final status."""
+    """Run a claimed (running) job to its end. Every line is stored before the final status.
+    Its viewers in this process hear of its start and its end through the hub."""
+    hub.run_started_here(job.id)
+    try:
+        return _execute(job, supervisor)
+    finally:
+        hub.run_ended_here(job.id)
+
+
+def _execute(job: Job, supervisor: Supervisor) -> Job:
     writer = flusher.new_writer(job.id)
     context = JobContext(job.id, job.name, writer, timeout=job.timeout)
     writer.context = context

@@ -37,3 +37,11 @@ def launch(name: str, *, user: AbstractBaseUser | None = None, **params: Any) ->
     job = create_run(name, params, user)
     transaction.on_commit(partial(start().submit, job.id))
     return job
+
+
+def relaunch(job: Job, *, user: AbstractBaseUser | None = None) -> Job:
+    """A new run of the same job with the same parameters (re-run from the page or the admin).
+    Raises UnknownJob if the job is no longer registered, InvalidParameters if its stored
+    parameters no longer fit the job's form."""
+    spec = registry.get(job.name)
+    return launch(spec.name, user=user, **spec.clean(job.params))

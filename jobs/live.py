@@ -1,58 +1,126 @@
-"""In-process fan-out of freshly stored lines to the viewers in this process.
+"""In-process fan-out of what happens to a run, to the viewers in this process.
 
-The flusher publishes each stored batch here. A subscriber (a live viewer, or `runjob`
-echoing its own run) gets the batches of one job through a bounded buffer: a subscriber
-that falls too far behind is marked as overflowed and must catch up from the database
-instead, so a slow viewer never holds memory or slows the job down.
+Publishers: the flusher (each stored batch of a run of this process), the runner (a run of
+this process started or ended) and the poller (lines and changes of runs that other
+processes run, read from the database). A subscriber (a live viewer, or `runjob` echoing
+its own run) gets one run's items through a bounded buffer: a subscriber that falls too
+far behind is marked as overflowed and must catch up from the database instead, so a slow
+viewer never holds memory or slows the job down.
+
+A subscriber waits on a condition (threads) or an asyncio event (ASGI): an idle viewer
+costs nothing until something is published or its wait times out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import datetime
 
 from jobs.writer import Batch
 
-#: Batches a subscriber may hold before it is cut off and told to read the database.
+#: Items a subscriber may hold before it is cut off and told to read the database.
 SUBSCRIBER_BUFFER = 1024
+
+#: (number, stream, created_at, text): one stored line, as viewers see it.
+Row = tuple[int, str, datetime, str]
+
+
+@dataclass(frozen=True)
+class StoredLines:
+    """Lines of a run of another process, read from the database by the poller."""
+
+    job_id: uuid.UUID
+    rows: list[Row]
+
+
+@dataclass(frozen=True)
+class JobChanged:
+    """The run's row changed (status, progress or line count): read it again."""
+
+    job_id: uuid.UUID
+
+
+Item = Batch | StoredLines | JobChanged
+
+
+def rows_of(item: Batch | StoredLines) -> list[Row]:
+    if isinstance(item, StoredLines):
+        return item.rows
+    return [(number, stream, item.created_at, text) for number, stream, text in item.lines()]
 
 
 class Subscription:
     def __init__(self, job_id: uuid.UUID) -> None:
         self.job_id = job_id
         self.overflowed = False
-        self._batches: deque[Batch] = deque()
-        self._ready = threading.Condition()
+        self._items: deque[Item] = deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        # Set by an asyncio waiter: put() wakes it through its loop.
+        self._async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
-    def put(self, batch: Batch) -> None:
+    def put(self, item: Item) -> None:
         with self._ready:
-            if len(self._batches) >= SUBSCRIBER_BUFFER:
+            if len(self._items) >= SUBSCRIBER_BUFFER:
                 self.overflowed = True
-                self._batches.clear()
+                self._items.clear()
             else:
-                self._batches.append(batch)
+                self._items.append(item)
             self._ready.notify_all()
+            waiter = self._async_waiter
+        if waiter is not None:
+            loop, event = waiter
+            loop.call_soon_threadsafe(event.set)
 
-    def get(self, timeout: float | None) -> list[Batch]:
-        """The batches published since the last call; waits up to `timeout` for one."""
+    def take(self) -> tuple[list[Item], bool]:
+        """What was published since the last take, and whether some of it was dropped
+        (then the database has it)."""
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            overflowed, self.overflowed = self.overflowed, False
+            return items, overflowed
+
+    def wait(self, timeout: float) -> bool:
+        """Block until something is published (True) or `timeout` passes (False)."""
         with self._ready:
-            if not self._batches and not self.overflowed:
-                self._ready.wait(timeout)
-            batches = list(self._batches)
-            self._batches.clear()
-            return batches
+            if self._items or self.overflowed:
+                return True
+            return self._ready.wait(timeout)
+
+    async def wait_async(self, timeout: float) -> bool:
+        event = asyncio.Event()
+        with self._lock:
+            if self._items or self.overflowed:
+                return True
+            self._async_waiter = (asyncio.get_running_loop(), event)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._async_waiter = None
 
 
 class LiveHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: defaultdict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._local_jobs: set[uuid.UUID] = set()
+        #: Notified when a run gains its first subscriber (the poller waits on it).
+        self.watchers_changed = threading.Condition(self._lock)
 
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
         subscription = Subscription(job_id)
         with self._lock:
             self._subscribers[job_id].add(subscription)
+            self.watchers_changed.notify_all()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -63,14 +131,28 @@ class LiveHub:
                 if not subscribers:
                     del self._subscribers[subscription.job_id]
 
-    def publish(self, batch: Batch) -> None:
-        subscribers = self._subscribers.get(batch.job_id)
-        if not subscribers:
-            return
+    def publish(self, item: Item) -> None:
         with self._lock:
-            subscribers = list(subscribers)
+            subscribers = list(self._subscribers.get(item.job_id, ()))
         for subscription in subscribers:
-            subscription.put(batch)
+            subscription.put(item)
+
+    def run_started_here(self, job_id: uuid.UUID) -> None:
+        """From now on this process publishes the run's lines and changes itself."""
+        with self._lock:
+            self._local_jobs.add(job_id)
+        self.publish(JobChanged(job_id))
+
+    def run_ended_here(self, job_id: uuid.UUID) -> None:
+        """The run's final status is saved: tell its viewers, stop treating it as ours."""
+        with self._lock:
+            self._local_jobs.discard(job_id)
+        self.publish(JobChanged(job_id))
+
+    def remote_jobs(self) -> set[uuid.UUID]:
+        """Watched runs that this process does not run: the poller's work. The caller
+        holds `watchers_changed`."""
+        return set(self._subscribers) - self._local_jobs
 
 
 hub = LiveHub()

@@ -8,11 +8,12 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from jobs.choices import JobStatus, LogStream
 
-__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogStream"]
+__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogLineQuerySet", "LogStream"]
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -78,7 +79,7 @@ class Job(models.Model):
         return f"{self.name} {self.id}"
 
     def get_absolute_url(self) -> str:
-        return f"/jobs/{self.id}/"
+        return reverse("jobs:detail", args=[self.id])
 
     @property
     def is_finished(self) -> bool:
@@ -115,6 +116,14 @@ class Job(models.Model):
         return bool(updated)
 
 
+class LogLineQuerySet(models.QuerySet["LogLine"]):
+    def rows_after(self, job_id: uuid.UUID, after: int, limit: int) -> list[tuple[int, str, datetime, str]]:
+        """(number, stream, created_at, text) of the run's stored lines after number
+        `after`, at most `limit` of them: one index range scan on (job, number)."""
+        rows = self.filter(job_id=job_id, number__gt=after).order_by("number")
+        return list(rows.values_list("number", "stream", "created_at", "text")[:limit])
+
+
 class LogLine(models.Model):
     # Indexed through the (job, number) constraint below; a separate index on job alone
     # would only slow down inserts.
@@ -127,6 +136,8 @@ class LogLine(models.Model):
     )
     text = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = LogLineQuerySet.as_manager()
 
     class Meta:
         ordering = ["job", "number"]

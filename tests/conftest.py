@@ -4,6 +4,8 @@ threads and subprocesses use their own connections, so the data must be committe
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -116,3 +118,79 @@ def manage(subprocess_env: dict[str, str]) -> Callable[..., subprocess.Completed
         )
 
     return run
+
+
+class LiveServer:
+    """A real gunicorn serving the project against the test database, in a child process."""
+
+    def __init__(self, url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.url = url
+        self.process = process
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(env: dict[str, str], log_path: Path, *extra_args: str) -> LiveServer:
+    port = free_port()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "config/gunicorn.conf.py",
+             "--bind", f"127.0.0.1:{port}", *extra_args],
+            cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited with {process.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_for(answers, "gunicorn to listen")
+    return server
+
+
+def stop_server(server: LiveServer) -> None:
+    if server.process.poll() is None:
+        os.killpg(server.process.pid, signal.SIGTERM)
+        try:
+            server.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait()
+
+
+@pytest.fixture
+def live_server_gunicorn(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    """gunicorn with the project's config (2 workers) on a free loopback port."""
+    server = start_gunicorn(subprocess_env, tmp_path / "gunicorn.log")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def staff_user(transactional_db: Any) -> Any:
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_superuser("staff", "staff@example.com", "staff-password")
+
+
+@pytest.fixture
+def session_cookie(staff_user: Any) -> str:
+    """`Cookie` header value of a logged-in superuser session, for HTTP clients of a live server."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(staff_user)
+    return f"sessionid={client.cookies['sessionid'].value}"

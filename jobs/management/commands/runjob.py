@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs import registry
 from jobs.launcher import create_run
-from jobs.live import Subscription, hub
+from jobs.live import JobChanged, Subscription, hub, rows_of
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.params import InvalidParameters
 from jobs.runner import start
@@ -63,15 +63,15 @@ class Command(BaseCommand):
     def _echo_until_done(self, job: Job, subscription: Subscription, worker: threading.Thread) -> None:
         while True:
             running = worker.is_alive()
-            batches = subscription.get(timeout=0.2)
-            if subscription.overflowed:
-                # We fell behind the hub; the database has every stored line.
-                subscription.overflowed = False
-                self._echo_stored(job)
-            for batch in batches:
-                for number, stream, text in batch.lines():
-                    self._echo(number, stream, text)
-            if not running and not batches:
+            subscription.wait(timeout=0.2)
+            items, overflowed = subscription.take()
+            if overflowed:
+                self._echo_stored(job)  # we fell behind the hub; the database has every line
+            for item in items:
+                if not isinstance(item, JobChanged):
+                    for number, stream, _, text in rows_of(item):
+                        self._echo(number, stream, text)
+            if not running and not items:
                 self._echo_stored(job)  # anything the hub could not hand us
                 return
 

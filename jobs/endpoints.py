@@ -1,0 +1,200 @@
+"""The endpoints that serve runs to browsers and scripts: the raw log (log.txt), the live
+event stream (events), a range of lines (lines), the status (JSON) and cancel.
+
+They answer 403, not a login redirect, to a user who may not see runs: their callers are
+EventSource, fetch() and scripts. Streams come from jobs.follow: a sync generator under
+WSGI, an async one under ASGI (Django would buffer a sync one there).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.core.handlers.asgi import ASGIRequest
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseForbidden,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404
+from django.views.decorators.http import require_GET, require_POST
+
+from jobs import formats
+from jobs.follow import Event, events, events_async
+from jobs.models import Job, LogLine
+from jobs.runner import get_runner
+
+#: The largest line number there can be (a PositiveIntegerField); an offset beyond it
+#: means "I have every line".
+MAX_OFFSET = 2_147_483_647
+#: Most lines one /lines request returns.
+MAX_LINES_PER_REQUEST = 5000
+
+View = Callable[..., HttpResponse]
+
+
+class BadInput(ValueError):
+    """A query parameter or header the endpoint cannot use: answered with a 400."""
+
+
+def _requires(permission: str) -> Callable[[View], View]:
+    def decorator(view: View) -> View:
+        @wraps(view)
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not request.user.has_perm(permission):
+                return HttpResponseForbidden(f"You need the {permission} permission.", content_type="text/plain")
+            try:
+                return view(request, *args, **kwargs)
+            except BadInput as exc:
+                return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
+
+        return checked
+
+    return decorator
+
+
+def _count(value: str | None, name: str, default: int, maximum: int) -> int:
+    """A non-negative integer query value; values past `maximum` are `maximum`."""
+    if value is None or value == "":
+        return default
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        raise BadInput(f"{name} must be a non-negative integer, not {value[:50]!r}.")
+    # A string of many digits is surely past maximum; don't make int() parse it.
+    return maximum if len(value) > 12 else min(int(value), maximum)
+
+
+def _offset(request: HttpRequest, *, last_event_id: bool = False) -> int:
+    """Lines the client already has: `Last-Event-ID` (sent by a reconnecting EventSource)
+    wins over `?offset=`."""
+    if last_event_id and "HTTP_LAST_EVENT_ID" in request.META:
+        return _count(request.META["HTTP_LAST_EVENT_ID"], "Last-Event-ID", 0, MAX_OFFSET)
+    return _count(request.GET.get("offset"), "offset", 0, MAX_OFFSET)
+
+
+def _flag(request: HttpRequest, name: str) -> bool:
+    value = request.GET.get(name, "").lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise BadInput(f"{name} must be 1 or 0, not {value[:50]!r}.")
+
+
+def _stream(request: HttpRequest, job: Job, after: int, live: bool, encode: Callable[[Event], bytes]) -> Iterable[Any]:
+    """The encoded events of the run, from the generator that suits the server."""
+    if isinstance(request, ASGIRequest):
+
+        async def encoded_async() -> AsyncIterator[bytes]:
+            async for event in events_async(job.id, after, live=live):
+                yield encode(event)
+
+        return encoded_async()
+    sock = request.META.get("gunicorn.socket")
+    gone = (lambda: _peer_closed(sock)) if sock is not None else None
+    encoded: Iterator[bytes] = (encode(event) for event in events(job.id, after, live=live, client_gone=gone))
+    return encoded
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the client closed its end: readable, with nothing left to read."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+def _streaming_response(content: Iterable[Any], content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(content, content_type=content_type)
+    # Every proxy and browser must pass each line on as it comes.
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@require_GET
+@_requires("jobs.view_job")
+def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """The stored lines after `offset` as text/plain; with `follow=1`, then the live lines
+    until the run ends."""
+    after, follow = _offset(request), _flag(request, "follow")
+    job = get_object_or_404(Job, pk=job_id)
+    content = _stream(request, job, after, follow and not job.is_finished, formats.plain_text)
+    return _streaming_response(content, "text/plain; charset=utf-8")
+
+
+@require_GET
+@_requires("jobs.view_job")
+def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Server-Sent Events: the run's status, its lines after the offset, live lines,
+    progress and status changes, heartbeats, and `done` when it ends."""
+    after = _offset(request, last_event_id=True)
+    job = get_object_or_404(Job, pk=job_id)
+    if job.is_finished and after >= job.line_count:
+        # The client has everything: 204 tells EventSource to stop reconnecting.
+        return HttpResponse(status=204)
+    content = _stream(request, job, after, True, formats.sse)
+    if isinstance(content, AsyncIterator):
+        return _streaming_response(_prefixed_async(formats.sse_start(), content), "text/event-stream; charset=utf-8")
+    return _streaming_response(_prefixed(formats.sse_start(), content), "text/event-stream; charset=utf-8")
+
+
+def _prefixed(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
+
+
+async def _prefixed_async(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+@require_GET
+@_requires("jobs.view_job")
+def log_lines(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Stored lines offset+1 .. offset+limit as JSON (the job page loads earlier lines so)."""
+    after = _offset(request)
+    limit = _count(request.GET.get("limit"), "limit", 1000, MAX_LINES_PER_REQUEST)
+    job = get_object_or_404(Job, pk=job_id)
+    rows = LogLine.objects.rows_after(job.id, after, limit)
+    body = f'{{"line_count":{job.line_count},"lines":[{",".join(formats.line_data(rows))}]}}'
+    return HttpResponse(body, content_type="application/json")
+
+
+@require_GET
+@_requires("jobs.view_job")
+def job_status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("launched_by"), pk=job_id)
+    return HttpResponse(formats.to_json(formats.status_data(job)), content_type="application/json")
+
+
+@require_POST
+@_requires("jobs.change_job")
+def cancel_job(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """Ask the run to stop. JSON for fetch() (409 if it had already finished); a redirect
+    to the job page for a plain form."""
+    job = get_object_or_404(Job, pk=job_id)
+    requested = get_runner().cancel(job.id)
+    if "application/json" in request.headers.get("Accept", ""):
+        job = Job.objects.select_related("launched_by").get(pk=job.id)
+        return JsonResponse(formats.status_data(job), status=202 if requested else 409)
+    if requested:
+        messages.success(request, "Cancel requested: the run stops at its next output or checkpoint.")
+    else:
+        messages.info(request, "This run had already finished.")
+    return HttpResponseRedirect(job.get_absolute_url())

@@ -1,0 +1,310 @@
+"""What a viewer of a run receives: its stored lines after an offset, then (when following)
+its live lines, changes of status and progress, heartbeats, and the end.
+
+The algorithm is written once, as a plan: a generator that yields the events to send and
+two kinds of steps, `Read` (a database read) and `Wait` (for the hub). A driver carries out
+the steps: `events()` with blocking calls in the request's thread (WSGI), `events_async()`
+with awaits (ASGI), so that one algorithm serves both without a thread per viewer on ASGI.
+
+Exactly once, in order, with no gap (the resume contract of DESIGN.md):
+- The viewer subscribes to the hub before it reads anything from the database, so a line
+  stored after the read is published to it, and a line stored before is in the read.
+- Every line sent has number last + 1: lines the hub repeats are skipped; when the hub's
+  next line is further on (the viewer subscribed mid-batch, overflowed, or the poller met
+  the run late), the gap is read from the database first.
+- The end is sent only after the final status is seen, and the final status is saved only
+  after every line is stored (jobs.execution), so the last read has every line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from jobs.conf import runlog_settings
+from jobs.live import Item, JobChanged, Row, Subscription, hub, rows_of
+from jobs.models import Job, LogLine
+from jobs.poller import poller
+from jobs.writer import Batch
+
+#: Lines per database read while replaying: large enough to stream fast, small enough to
+#: keep a viewer's memory flat whatever the log's size.
+REPLAY_CHUNK = 2000
+
+#: Seconds between checks that a WSGI client is still connected while its stream is idle.
+DISCONNECT_CHECK = 2.0
+
+
+# --- Events: what the viewer is sent ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lines:
+    rows: list[Row]
+
+
+@dataclass(frozen=True)
+class Status:
+    job: Job
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: float | None
+    total: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True)
+class Done:
+    job: Job
+
+
+Event = Lines | Status | Progress | Heartbeat | Done
+
+
+# --- Steps: what the plan needs from its driver ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Read:
+    """Run `call` (a database read) and send its result back."""
+
+    call: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Send back what the hub published next, with its overflow flag, or None after a
+    heartbeat interval with nothing."""
+
+
+Plan = Generator[Event | Read | Wait, Any, int]
+
+
+def load_job(job_id: uuid.UUID) -> Job | None:
+    return Job.objects.select_related("launched_by").filter(pk=job_id).first()
+
+
+def replay(job_id: uuid.UUID, after: int) -> Plan:
+    """The stored lines after `after`, in chunks. Returns the last number sent."""
+    while True:
+        rows = yield Read(partial(LogLine.objects.rows_after, job_id, after, REPLAY_CHUNK))
+        if rows:
+            yield Lines(rows)
+            after = rows[-1][0]
+        if len(rows) < REPLAY_CHUNK:
+            return after
+
+
+def follow(job_id: uuid.UUID, after: int) -> Plan:
+    """The run's status, its lines after `after`, then everything live until it ends.
+    The driver has subscribed to the hub before it starts this plan."""
+    job: Job | None = yield Read(partial(load_job, job_id))
+    if job is None:
+        return after
+    yield Status(job)
+    progress = _ProgressSent()
+    yield from progress.changed(_progress(job))
+    last = yield from replay(job_id, after)
+    while not job.is_finished:
+        published = yield Wait()
+        if published is None:
+            yield Heartbeat()
+            continue
+        items, overflowed = published
+        changed = overflowed
+        for item in items:
+            if isinstance(item, JobChanged):
+                changed = True
+                continue
+            last = yield from _send_new_lines(job_id, last, item)
+            if isinstance(item, Batch) and item.progress is not None:
+                yield from progress.changed(Progress(item.progress.done, item.progress.total, item.progress.message))
+        if changed:
+            seen = job
+            job = yield Read(partial(load_job, job_id))
+            if job is None:
+                return last
+            if _status_view(job) != _status_view(seen):
+                yield Status(job)
+            yield from progress.changed(_progress(job))
+            if overflowed or job.line_count > last:
+                last = yield from replay(job_id, last)
+    last = yield from replay(job_id, last)
+    yield Done(job)
+    return last
+
+
+def _send_new_lines(job_id: uuid.UUID, last: int, item: Item) -> Plan:
+    rows = rows_of(item)  # type: ignore[arg-type] # JobChanged is handled by the caller
+    if not rows or rows[-1][0] <= last:
+        return last
+    if rows[0][0] > last + 1:
+        last = yield from replay(job_id, last)  # the gap, and maybe these lines too
+    if rows[0][0] != last + 1:
+        rows = [row for row in rows if row[0] > last]
+    if rows:
+        yield Lines(rows)
+        last = rows[-1][0]
+    return last
+
+
+def _status_view(job: Job) -> tuple[Any, ...]:
+    return (job.status, job.error, job.cancel_requested, job.started_at, job.finished_at)
+
+
+def _progress(job: Job) -> Progress:
+    return Progress(job.progress_done, job.progress_total, job.progress_message)
+
+
+class _ProgressSent:
+    """The progress the viewer has: the same value comes from the run's row and from its
+    batches, and is sent once."""
+
+    def __init__(self) -> None:
+        self.sent = Progress(None, None, "")
+
+    def changed(self, progress: Progress) -> list[Progress]:
+        if progress == self.sent:
+            return []
+        self.sent = progress
+        return [progress]
+
+
+# --- Drivers ------------------------------------------------------------------------------------
+
+_slots: threading.BoundedSemaphore | None = None
+_slots_lock = threading.Lock()
+
+
+def _database_slots() -> threading.BoundedSemaphore:
+    global _slots
+    with _slots_lock:
+        if _slots is None:
+            _slots = threading.BoundedSemaphore(runlog_settings.VIEWER_DATABASE_SLOTS)
+        return _slots
+
+
+class ViewerDatabase:
+    """A viewer's use of the database: it holds a connection (and one of the process's
+    slots) while it reads, and gives both back before it waits for live lines, so that a
+    thousand idle viewers hold no connection."""
+
+    def __init__(self) -> None:
+        self._holding = False
+
+    def read(self, call: Callable[[], Any]) -> Any:
+        if not self._holding:
+            _database_slots().acquire()
+            self._holding = True
+        return call()
+
+    def release(self) -> None:
+        if self._holding:
+            self._holding = False
+            try:
+                connection.close()
+            finally:
+                _database_slots().release()
+
+
+def _start(job_id: uuid.UUID, after: int, live: bool) -> tuple[Subscription | None, Plan]:
+    if not live:
+        return None, replay(job_id, after)
+    subscription = hub.subscribe(job_id)  # before any read: see the module's docstring
+    poller.ensure_started()  # in case another process runs it
+    return subscription, follow(job_id, after)
+
+
+def events(
+    job_id: uuid.UUID, after: int, *, live: bool, client_gone: Callable[[], bool] | None = None
+) -> Iterator[Event]:
+    """Carry out the plan with blocking calls. `client_gone` tells, while the stream is
+    idle, whether the client has left, so that its thread is freed before the next heartbeat."""
+    subscription, plan = _start(job_id, after, live)
+    database = ViewerDatabase()
+    try:
+        result: Any = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration:
+                return
+            result = None
+            if isinstance(step, Read):
+                result = database.read(step.call)
+            elif isinstance(step, Wait):
+                assert subscription is not None  # only a live plan waits
+                database.release()
+                result = _wait(subscription, client_gone)
+                if result is _CLIENT_GONE:
+                    return
+            else:
+                yield step
+    finally:
+        plan.close()
+        database.release()
+        if subscription is not None:
+            hub.unsubscribe(subscription)
+
+
+_CLIENT_GONE = object()
+
+
+def _wait(subscription: Subscription, client_gone: Callable[[], bool] | None) -> Any:
+    deadline = time.monotonic() + runlog_settings.STREAM_HEARTBEAT
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        slice_ = min(remaining, DISCONNECT_CHECK) if client_gone is not None else remaining
+        if subscription.wait(slice_):
+            return subscription.take()
+        if client_gone is not None and client_gone():
+            return _CLIENT_GONE
+
+
+async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIterator[Event]:
+    """Carry out the plan with awaits (ASGI). Database reads run in the request's own
+    thread (thread-sensitive), so a viewer keeps one connection while it replays. A client
+    that leaves cancels this generator (Django's ASGI handler), which cleans up here."""
+    subscription, plan = _start(job_id, after, live)
+    database = ViewerDatabase()
+    read = sync_to_async(database.read)
+    try:
+        result: Any = None
+        while True:
+            try:
+                step = plan.send(result)
+            except StopIteration:
+                return
+            result = None
+            if isinstance(step, Read):
+                result = await read(step.call)
+            elif isinstance(step, Wait):
+                assert subscription is not None  # only a live plan waits
+                await sync_to_async(database.release)()
+                ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
+                result = subscription.take() if ready else None
+            else:
+                yield step
+    finally:
+        plan.close()
+        if subscription is not None:
+            hub.unsubscribe(subscription)
+        await asyncio.shield(sync_to_async(database.release)())

@@ -1,0 +1,100 @@
+"""The process's poller: live lines and changes of runs that another process runs.
+
+A run started by `manage.py runjob`, or by another gunicorn worker, stores its lines in the
+database; its viewers here need them live. One thread per process reads, every
+POLL_INTERVAL, the rows of all such runs that have a viewer here in one query, fetches each
+run's new lines once, and publishes them to the hub, where all the run's viewers share
+them: the database sees one query per tick, not one per viewer. With nothing to watch it
+sleeps on the hub's condition and costs nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from django.db import DatabaseError, connection
+
+from jobs.conf import runlog_settings
+from jobs.live import JobChanged, LiveHub, StoredLines, hub
+from jobs.models import Job, LogLine
+
+logger = logging.getLogger(__name__)
+
+#: Most lines fetched for one run per query; a run that printed more is fetched again at once.
+FETCH_LIMIT = 5000
+
+#: The columns of a run whose change its viewers must see.
+WATCHED_FIELDS = ("id", "status", "line_count", "progress_done", "progress_total", "progress_message", "error")
+
+
+class Poller:
+    def __init__(self, hub: LiveHub) -> None:
+        self._hub = hub
+        # Per watched run: the last row seen, and how many of its lines were published.
+        self._seen: dict[uuid.UUID, tuple[object, ...]] = {}
+        self._published: dict[uuid.UUID, int] = {}
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="runlog-poller", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._hub.watchers_changed:
+                watched = self._hub.remote_jobs()
+                if not watched:
+                    self._forget_all()
+                    self._hub.watchers_changed.wait()
+                    continue
+            started = time.monotonic()
+            try:
+                behind = self.poll(watched)
+            except DatabaseError:
+                # The database is away: viewers keep waiting, and so do we.
+                logger.warning("Runlog poller could not read the database", exc_info=True)
+                behind = False
+            if not behind:
+                time.sleep(max(0.0, runlog_settings.POLL_INTERVAL - (time.monotonic() - started)))
+
+    def _forget_all(self) -> None:
+        self._seen.clear()
+        self._published.clear()
+        connection.close()  # nothing to watch: give the connection back
+
+    def poll(self, watched: set[uuid.UUID]) -> bool:
+        """One tick: publish what changed in the watched runs. True if some run has more
+        new lines than one fetch took."""
+        for job_id in set(self._seen) - watched:
+            del self._seen[job_id]
+            self._published.pop(job_id, None)
+        behind = False
+        for row in Job.objects.filter(pk__in=watched).values_list(*WATCHED_FIELDS):
+            job_id, line_count = row[0], row[2]
+            if job_id not in self._published:
+                # First sight: its viewers read the database up to now themselves.
+                self._published[job_id] = line_count
+            elif line_count > self._published[job_id]:
+                behind |= self._publish_lines(job_id, line_count)
+            if self._seen.get(job_id) != row:
+                self._seen[job_id] = row
+                self._hub.publish(JobChanged(job_id))
+        return behind
+
+    def _publish_lines(self, job_id: uuid.UUID, line_count: int) -> bool:
+        after = self._published[job_id]
+        rows = LogLine.objects.rows_after(job_id, after, FETCH_LIMIT)
+        if not rows:
+            return False
+        self._published[job_id] = rows[-1][0]
+        self._hub.publish(StoredLines(job_id, rows))
+        return rows[-1][0] < line_count
+
+
+poller = Poller(hub)
