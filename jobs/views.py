@@ -85,16 +85,17 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
     lines = list(job.lines.filter(number__gt=before_tail).order_by("number")[:TAIL_LINES])
     last_rendered = lines[-1].number if lines else before_tail
     params = job.params.items() if isinstance(job.params, dict) else []
+    duration = job.duration
     context = {
         "job": job,
         "spec": spec,
         "params": [(key, display_value(value)) for key, value in params],
-        "duration": format_duration(job.duration),
+        "duration": format_duration(duration),
+        "duration_seconds": None if duration is None else duration.total_seconds(),
         "lines": lines,
         "before_tail": before_tail,
         "earlier_page": min(before_tail, TAIL_LINES),
         "last_rendered": last_rendered,
-        "tail_lines": TAIL_LINES,
     }
     return render(request, "jobs/job_detail.html", context)
 

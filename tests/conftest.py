@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 from django.db import connection
@@ -40,6 +40,14 @@ def _release_background_connections(django_db_setup: Any, django_db_blocker: Any
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+def missing_tool(message: str) -> NoReturn:
+    """Skip a test whose outside program (chromium, nginx) is not installed. `.ci/run`
+    installs them and sets RUNLOG_REQUIRE_TOOLS=1: there a missing one is a failure."""
+    if os.environ.get("RUNLOG_REQUIRE_TOOLS") == "1":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
 
 
 def run_now(name: str, **params: Any) -> Job:

@@ -12,7 +12,9 @@
   const MAX_LINES_READING = 20000; // while the user reads above the tail (still bounded)
   const PAGE_LINES = 2000; // lines per "Show earlier lines"
   const FETCH_LIMIT = 5000; // the lines endpoint's maximum per request
-  const FILL_LIMIT = 10000; // a #L target this close above the shown lines is filled in; farther, a window with a gap
+  // A #L target at most this far above the shown lines is loaded with every line between;
+  // farther, as a window around it and a gap marker.
+  const FILL_LIMIT = 10000;
   const TARGET_CONTEXT = 50; // lines shown above a #L target that had to be loaded
   const BOTTOM_SLACK = 24; // pixels from the end that still count as "at the bottom"
   const RETRY_FIRST_MS = 2000;
@@ -128,6 +130,8 @@
     if (line.n <= last) return; // already shown: a replay after a reconnect
     last = line.n;
     pending.push(line);
+    // No frame comes while the tab is hidden: keep no more than a flush would show.
+    if (pending.length >= 2 * MAX_LINES_READING) pending = pending.slice(-MAX_LINES_READING);
     if (!frame) frame = requestAnimationFrame(flush);
   }
 
@@ -147,8 +151,7 @@
   function trim(limit) {
     const excess = log.childElementCount - limit;
     if (excess <= 0) return;
-    // While following, the view goes to the end right after; no need to keep it.
-    (following ? (change) => change() : keepingView)(() => {
+    const drop = () => {
       const range = document.createRange();
       range.setStart(log, 0);
       range.setEndBefore(log.children[excess]);
@@ -160,7 +163,10 @@
       const first = log.querySelector(".ln");
       beforeFirst = first ? Number(first.id.slice(1)) - 1 : last;
       updateEarlier();
-    });
+    };
+    // While following, the view goes to the end right after: nothing to keep in place.
+    if (following) drop();
+    else keepingView(drop);
   }
 
   async function fetchLines(offset, limit) {
@@ -247,11 +253,10 @@
       }
     }
     const target = byId(`L${n}`);
-    if (!target) return false;
+    if (!target) return;
     highlight(n);
     setFollowing(false);
     target.parentElement.scrollIntoView({ block: "center" });
-    return true;
   }
 
   log.addEventListener("click", (event) => {
@@ -408,7 +413,10 @@
   async function recover() {
     let status = null;
     try {
-      const response = await fetch(data.statusUrl, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      const response = await fetch(data.statusUrl, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
       if (response.ok) status = await response.json();
     } catch {
       // Network still down: try the stream again, which the retry delay spaces out.
@@ -440,6 +448,7 @@
 
   // --- Start -------------------------------------------------------------------------------------
 
+  page.classList.add("js");
   updateEarlier();
   const target = hashLine();
   scrollToEnd();
