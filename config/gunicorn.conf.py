@@ -5,6 +5,9 @@ preloaded: threads do not survive a fork.
 """
 
 import os
+import signal
+import threading
+from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
@@ -12,7 +15,32 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 preload_app = False
-# Give running jobs time to store their lines when a worker stops.
+# Runs get RUNLOG_SHUTDOWN_GRACE (15 s) to stop when a worker stops; this leaves room for
+# storing their lines and ending them before gunicorn kills the worker.
 graceful_timeout = 30
 timeout = 60
 accesslog = "-"
+
+
+def post_worker_init(worker: Any) -> None:
+    """On SIGTERM, a worker stops taking requests and waits up to graceful_timeout for the
+    ones in flight. Runlog starts ending its runs at the same moment, in the background (a
+    signal handler must return at once): their lines are stored, each ends with a truthful
+    status, and then the worker's event streams end, so that their clients reconnect
+    elsewhere instead of holding the worker until the timeout."""
+    stop_taking_requests = worker.handle_exit
+
+    def handle_exit(signum: int, frame: Any) -> None:
+        stop_taking_requests(signum, frame)
+        from jobs.runner import get_runner
+
+        threading.Thread(target=get_runner().shut_down, name="runlog-shutdown").start()
+
+    signal.signal(signal.SIGTERM, handle_exit)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """The last moment in the worker: wait for (or do) the shutdown of its runs."""
+    from jobs.runner import get_runner
+
+    get_runner().shut_down()

@@ -36,6 +36,8 @@ class RunlogSettings:
     DATABASE_RETRY_LIMIT: float = 60.0
     #: Seconds a cancelled job's subprocesses get between SIGTERM and SIGKILL.
     KILL_GRACE: float = 3.0
+    #: Seconds a run gets to stop when its server shuts down (within gunicorn's graceful_timeout).
+    SHUTDOWN_GRACE: float = 15.0
     #: Seconds between the poller's reads of runs that other processes run (their live tail).
     POLL_INTERVAL: float = 0.2
     #: Seconds between heartbeat comments on an idle event stream (at most 15, the contract).

@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
-from jobs.live import Item, JobChanged, Row, Subscription, hub, rows_of
+from jobs.live import Item, JobChanged, Row, StreamsClosing, Subscription, hub, rows_of
 from jobs.models import Job, LogLine
 from jobs.poller import poller
 from jobs.writer import Batch
@@ -129,6 +129,8 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
         items, overflowed = published
         changed = overflowed
         for item in items:
+            if isinstance(item, StreamsClosing):
+                return last  # the server is shutting down; the client resumes from `last`
             if isinstance(item, JobChanged):
                 changed = True
                 continue

@@ -44,7 +44,14 @@ class JobChanged:
     job_id: uuid.UUID
 
 
-Item = Batch | StoredLines | JobChanged
+@dataclass(frozen=True)
+class StreamsClosing:
+    """This process is shutting down: end the stream; the client resumes elsewhere."""
+
+    job_id: uuid.UUID
+
+
+Item = Batch | StoredLines | JobChanged | StreamsClosing
 
 
 def rows_of(item: Batch | StoredLines) -> list[Row]:
@@ -113,6 +120,7 @@ class LiveHub:
         self._lock = threading.Lock()
         self._subscribers: defaultdict[uuid.UUID, set[Subscription]] = defaultdict(set)
         self._local_jobs: set[uuid.UUID] = set()
+        self._closing = False
         #: Notified when a run gains its first subscriber (the poller waits on it).
         self.watchers_changed = threading.Condition(self._lock)
 
@@ -121,6 +129,9 @@ class LiveHub:
         with self._lock:
             self._subscribers[job_id].add(subscription)
             self.watchers_changed.notify_all()
+            closing = self._closing
+        if closing:
+            subscription.put(StreamsClosing(job_id))
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -136,6 +147,15 @@ class LiveHub:
             subscribers = list(self._subscribers.get(item.job_id, ()))
         for subscription in subscribers:
             subscription.put(item)
+
+    def close_streams(self) -> None:
+        """Tell every viewer of this process, now and from now on, to end its stream."""
+        with self._lock:
+            self._closing = True
+            subscribers = [(job_id, list(subs)) for job_id, subs in self._subscribers.items()]
+        for job_id, subscriptions in subscribers:
+            for subscription in subscriptions:
+                subscription.put(StreamsClosing(job_id))
 
     def run_started_here(self, job_id: uuid.UUID) -> None:
         """From now on this process publishes the run's lines and changes itself."""

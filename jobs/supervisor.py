@@ -76,6 +76,10 @@ class Supervisor:
         with self._lock:
             self._tracked.pop(context.job_id, None)
 
+    def running(self) -> list[JobContext]:
+        with self._lock:
+            return [tracked.context for tracked in self._tracked.values()]
+
     def cancel(self, job_id: uuid.UUID, reason: str = CancelReason.REQUESTED) -> bool:
         """Cancel a run of this process. False if this process is not running it."""
         with self._lock:
@@ -141,7 +145,7 @@ def mark_stale_runs_lost() -> int:
     lost_after = runlog_settings.LOST_AFTER
     stale = Job.objects.stale(timezone.now(), lost_after).values_list("pk", flat=True)
     reason = f"Run lost: the process running it stopped sending heartbeats for over {lost_after:g} s."
-    return sum(mark_lost(job_id, reason, stale_for=lost_after) for job_id in stale)
+    return sum(end_run(job_id, JobStatus.LOST, reason, stale_for=lost_after) for job_id in stale)
 
 
 def recover_runs_of_dead_processes() -> int:
@@ -151,13 +155,15 @@ def recover_runs_of_dead_processes() -> int:
     for job_id, worker in Job.objects.unfinished().filter(worker__startswith=f"{host}:").values_list("pk", "worker"):
         pid = _pid_of(worker)
         if pid is not None and not _pid_alive(pid):
-            lost += mark_lost(job_id, f"Run lost: the process running it (pid {pid} on {host}) has exited.")
+            reason = f"Run lost: the process running it (pid {pid} on {host}) has exited."
+            lost += end_run(job_id, JobStatus.LOST, reason)
     return lost
 
 
-def mark_lost(job_id: uuid.UUID, reason: str, stale_for: float | None = None) -> bool:
-    """Mark one run lost and append a system line saying why, if it is still unfinished
-    (and, with `stale_for`, still without a recent heartbeat). True if this call did it."""
+def end_run(job_id: uuid.UUID, status: JobStatus, reason: str, stale_for: float | None = None) -> bool:
+    """End a run that no job thread will end (lost, or never started) with `status` and a
+    system line saying why, if it is still unfinished (and, with `stale_for`, still without
+    a recent heartbeat). True if this call did it."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).unfinished().first()
         if job is None:
@@ -171,8 +177,8 @@ def mark_lost(job_id: uuid.UUID, reason: str, stale_for: float | None = None) ->
         number = job.line_count + 1
         LogLine.objects.create(job=job, number=number, stream=LogStream.SYSTEM, text=reason)
         Job.objects.filter(pk=job_id).update(line_count=number)
-        job.finish(JobStatus.LOST, reason)
-    logger.warning("Job %s marked lost: %s", job_id, reason)
+        job.finish(status, reason)
+    logger.warning("Job %s ended %s: %s", job_id, status, reason)
     return True
 
 
