@@ -25,8 +25,9 @@ from jobs.writer import Batch
 #: Items a subscriber may hold before it is cut off and told to read the database.
 SUBSCRIBER_BUFFER = 1024
 
-#: (number, stream, created_at, text): one stored line, as viewers see it.
-Row = tuple[int, str, datetime, str]
+#: (number, stream, created_at, text): one stored line, as viewers see it. created_at is a
+#: datetime for live lines, the database's text for lines read back (jobs.formats reads both).
+Row = tuple[int, str, datetime | str, str]
 
 
 @dataclass(frozen=True)

