@@ -34,3 +34,9 @@ def retrying(call: Callable[[], Result], limit: float, what: str) -> Result:
                 pass
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line, for Job.error and log lines: drivers' messages can span
+    several (psycopg's do)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -7,13 +7,13 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from jobs import capture, registry
 from jobs.conf import runlog_settings
 from jobs.control import CancelReason, JobCancelled, JobContext
 from jobs.dbretry import retrying
-from jobs.flusher import flusher
+from jobs.flusher import failure_note, flusher
 from jobs.live import hub
 from jobs.models import Job, JobStatus
 from jobs.writer import Channel
@@ -57,7 +57,13 @@ def _execute(job: Job, supervisor: Supervisor) -> Job:
     status, error = outcome.status, outcome.error
     if writer.failure is not None:
         status, error = JobStatus.FAILED, f"Log storage failed: {writer.failure}"
-    retrying(lambda: job.finish(status, error), runlog_settings.DATABASE_RETRY_LIMIT, "save a job's status")
+    try:
+        retrying(lambda: job.finish(status, error), runlog_settings.DATABASE_RETRY_LIMIT, "save a job's status")
+    except DatabaseError:
+        # The database is still away: the supervisor records the end once it is back.
+        note = failure_note(writer) if writer.failure is not None else None
+        supervisor.end_later(job.id, status, error, note)
+        raise
     job.refresh_from_db()
     return job
 

@@ -23,7 +23,7 @@ from jobs import storage
 from jobs.choices import LogStream
 from jobs.conf import runlog_settings
 from jobs.control import CancelReason
-from jobs.dbretry import retrying
+from jobs.dbretry import one_line, retrying
 from jobs.live import hub
 from jobs.writer import Batch, LogWriter
 
@@ -115,7 +115,7 @@ class Flusher:
             writer.dropped += len(batch)
             batch.segments = []
             if closed:
-                batch.segments = [(LogStream.SYSTEM, [_failure_note(writer)])]
+                batch.segments = [(LogStream.SYSTEM, [failure_note(writer)])]
         else:
             _apply_line_cap(writer, batch, closed)
         writer.next_number += len(batch)
@@ -185,10 +185,12 @@ def _stop_run(writer: LogWriter, exc: Exception, unstored: Batch | None = None) 
     `unstored` lines; its last line (stored once the database answers again) says how
     many were lost, and why, and its runner marks it failed."""
     logger.error("Runlog could not store the lines of job %s", writer.job_id, exc_info=exc)
-    if writer.failure is None:
-        writer.failure = f"{type(exc).__name__}: {exc}".strip()
+    already_failed = writer.failure is not None
+    if not already_failed:
+        writer.failure = one_line(exc)
     if unstored is not None:
-        writer.dropped += len(unstored)
+        if not already_failed:  # else the batch held only the note about the lost lines
+            writer.dropped += len(unstored)
         writer.next_number = unstored.first_number  # nothing of this batch was stored
     # Nothing more can be stored once the run has ended: let its runner go on.
     if unstored.finished if unstored is not None else writer.closing:
@@ -197,7 +199,7 @@ def _stop_run(writer: LogWriter, exc: Exception, unstored: Batch | None = None) 
         writer.context.cancel(CancelReason.STORAGE)
 
 
-def _failure_note(writer: LogWriter) -> str:
+def failure_note(writer: LogWriter) -> str:
     return f"{writer.dropped:,} lines of this run could not be stored ({writer.failure}); the run was stopped."
 
 

@@ -17,6 +17,7 @@ import uuid
 from jobs import capture
 from jobs.conf import runlog_settings
 from jobs.control import CancelReason
+from jobs.dbretry import one_line
 from jobs.execution import close_thread_connection, execute
 from jobs.live import hub
 from jobs.models import Job, JobStatus
@@ -106,8 +107,10 @@ class Runner:
                 job = Job.objects.filter(pk=job_id).first()
                 if job is not None:
                     self.run(job)
-            except Exception:
+            except Exception as exc:
                 logger.exception("Runlog worker failed to run job %s", job_id)
+                reason = f"The run's end could not be recorded: {one_line(exc)}"
+                self.supervisor.end_later(job_id, JobStatus.FAILED, reason)
             finally:
                 close_thread_connection()
 

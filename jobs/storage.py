@@ -37,7 +37,9 @@ def store(batches: Sequence[Batch], using: str = DEFAULT_DB_ALIAS) -> None:
     # The inserts use the driver's connection directly: wrap_database_errors turns its
     # errors into Django's, so a lost connection is an OperationalError to retry on.
     with transaction.atomic(using=using), connection.wrap_database_errors:
-        for batch in batches:
+        # Job rows are locked (line_count) in primary key order, as the supervisor's
+        # heartbeat locks them: two transactions locking several rows never deadlock.
+        for batch in sorted(batches, key=lambda batch: batch.job_id):
             if batch.segments:
                 insert(connection, batch)
             _update_job(batch, using)

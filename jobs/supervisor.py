@@ -47,6 +47,7 @@ class Supervisor:
     def __init__(self, identity: str) -> None:
         self.identity = identity
         self._tracked: dict[uuid.UUID, _Tracked] = {}
+        self._unrecorded_ends: dict[uuid.UUID, tuple[JobStatus, str, str | None]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -130,7 +131,26 @@ class Supervisor:
             tracked.context.cancel(CancelReason.TIMEOUT)
 
     def _heartbeat(self) -> None:
-        Job.objects.owned_by(self.identity).update(heartbeat_at=timezone.now())
+        # One UPDATE of many rows locks them in whatever order its scan meets them, and
+        # deadlocked with the flusher updating the same runs' line counts (seen on
+        # PostgreSQL). Both lock the rows in primary key order instead (jobs.storage).
+        with transaction.atomic():
+            mine = Job.objects.owned_by(self.identity).order_by("pk").select_for_update(no_key=True)
+            ids = list(mine.values_list("pk", flat=True))
+            Job.objects.filter(pk__in=ids).update(heartbeat_at=timezone.now())
+        with self._lock:
+            unrecorded = dict(self._unrecorded_ends)
+        for job_id, (status, error, note) in unrecorded.items():
+            end_run(job_id, status, error, note=note)
+            with self._lock:
+                self._unrecorded_ends.pop(job_id, None)
+
+    def end_later(self, job_id: uuid.UUID, status: JobStatus, error: str, note: str | None = None) -> None:
+        """A run of this process ended, but its end could not be saved (the database stayed
+        away past every retry): record it at the next heartbeat that reaches the database;
+        until then it stays alive like any run of ours. The first reason given is kept."""
+        with self._lock:
+            self._unrecorded_ends.setdefault(job_id, (status, error, note))
 
     def _apply_cancel_requests(self) -> None:
         with self._lock:
@@ -160,10 +180,13 @@ def recover_runs_of_dead_processes() -> int:
     return lost
 
 
-def end_run(job_id: uuid.UUID, status: JobStatus, reason: str, stale_for: float | None = None) -> bool:
-    """End a run that no job thread will end (lost, or never started) with `status` and a
-    system line saying why, if it is still unfinished (and, with `stale_for`, still without
-    a recent heartbeat). True if this call did it."""
+def end_run(
+    job_id: uuid.UUID, status: JobStatus, reason: str, stale_for: float | None = None, note: str | None = None
+) -> bool:
+    """End a run that no job thread will end (lost, never started, or whose end could not
+    be saved) with `status`, `reason` as its error and a system line (`note`, else the
+    reason), if it is still unfinished (and, with `stale_for`, still without a recent
+    heartbeat). True if this call did it."""
     with transaction.atomic():
         job = Job.objects.select_for_update().filter(pk=job_id).unfinished().first()
         if job is None:
@@ -175,7 +198,7 @@ def end_run(job_id: uuid.UUID, status: JobStatus, reason: str, stale_for: float 
         ):
             return False
         number = job.line_count + 1
-        LogLine.objects.create(job=job, number=number, stream=LogStream.SYSTEM, text=reason)
+        LogLine.objects.create(job=job, number=number, stream=LogStream.SYSTEM, text=note or reason)
         Job.objects.filter(pk=job_id).update(line_count=number)
         job.finish(status, reason)
     logger.warning("Job %s ended %s: %s", job_id, status, reason)
