@@ -31,7 +31,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
-from jobs.live import Item, JobChanged, Row, StreamsClosing, Subscription, hub, rows_of
+from jobs.live import JobChanged, Row, StoredLines, StreamsClosing, Subscription, hub, rows_of
 from jobs.models import Job, LogLine
 from jobs.poller import poller
 from jobs.writer import Batch
@@ -50,6 +50,8 @@ DISCONNECT_CHECK = 2.0
 @dataclass(frozen=True)
 class Lines:
     rows: list[Row]
+    #: The live item these rows are, all of it: its encodings are shared by its viewers.
+    source: Batch | StoredLines | None = None
 
 
 @dataclass(frozen=True)
@@ -152,18 +154,17 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
     return last
 
 
-def _send_new_lines(job_id: uuid.UUID, last: int, item: Item) -> Plan:
-    rows = rows_of(item)  # type: ignore[arg-type] # JobChanged is handled by the caller
+def _send_new_lines(job_id: uuid.UUID, last: int, item: Batch | StoredLines) -> Plan:
+    rows = rows_of(item)
+    if rows and rows[0][0] > last + 1:
+        last = yield from replay(job_id, last)  # the gap, and maybe these lines too
     if not rows or rows[-1][0] <= last:
         return last
-    if rows[0][0] > last + 1:
-        last = yield from replay(job_id, last)  # the gap, and maybe these lines too
-    if rows[0][0] != last + 1:
-        rows = [row for row in rows if row[0] > last]
-    if rows:
-        yield Lines(rows)
-        last = rows[-1][0]
-    return last
+    if rows[0][0] == last + 1:
+        yield Lines(rows, source=item)  # the whole item: its encoding is shared
+    else:
+        yield Lines([row for row in rows if row[0] > last])
+    return rows[-1][0]
 
 
 def _status_view(job: Job) -> tuple[Any, ...]:

@@ -3,6 +3,7 @@ Events stream and the plain-text log (formats of DESIGN.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from json.encoder import encode_basestring  # the C encoder json.dumps uses for str
 from typing import Any
@@ -89,7 +90,7 @@ def sse_start() -> bytes:
 def sse(event: Event) -> bytes:
     """One event (or, for Lines, one event per line) in text/event-stream format."""
     if isinstance(event, Lines):
-        return "".join(line_data(event.rows, as_events=True)).encode()
+        return _encoded_once(event, "sse", lambda rows: "".join(line_data(rows, as_events=True)).encode())
     if isinstance(event, Status):
         return f"event: status\ndata: {to_json(status_data(event.job))}\n\n".encode()
     if isinstance(event, Progress):
@@ -104,5 +105,15 @@ def sse(event: Event) -> bytes:
 def plain_text(event: Event) -> bytes:
     """The raw log: each line's text and a newline; nothing else is part of it."""
     if isinstance(event, Lines):
-        return "".join([row[3] + "\n" for row in event.rows]).encode()
+        return _encoded_once(event, "text", lambda rows: "".join([row[3] + "\n" for row in rows]).encode())
     return b""
+
+
+def _encoded_once(event: Lines, encoding: str, encode: Callable[[list[Row]], bytes]) -> bytes:
+    """Live lines go to every viewer of their run: encoded once, for all of them."""
+    if event.source is None:
+        return encode(event.rows)
+    encoded = event.source.cache.get(encoding)
+    if encoded is None:
+        encoded = event.source.cache[encoding] = encode(event.rows)
+    return encoded

@@ -17,8 +17,9 @@ import asyncio
 import threading
 import uuid
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from jobs.writer import Batch
 
@@ -36,6 +37,8 @@ class StoredLines:
 
     job_id: uuid.UUID
     rows: list[Row]
+    #: Shared by the run's viewers: its encodings, made once.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,10 @@ Item = Batch | StoredLines | JobChanged | StreamsClosing
 def rows_of(item: Batch | StoredLines) -> list[Row]:
     if isinstance(item, StoredLines):
         return item.rows
-    return [(number, stream, item.created_at, text) for number, stream, text in item.lines()]
+    rows = item.cache.get("rows")
+    if rows is None:  # made once for all the run's viewers (two making it at once is harmless)
+        rows = item.cache["rows"] = [(number, stream, item.created_at, text) for number, stream, text in item.lines()]
+    return rows
 
 
 class Subscription:

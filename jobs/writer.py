@@ -140,6 +140,8 @@ class Batch:
     progress: Progress | None = None
     finished: bool = False  # the writer's last batch
     updates: list[tuple[int, str]] = field(default_factory=list)  # (number, new text)
+    #: Shared by the run's live viewers once published: its rows and encodings, made once.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return sum(len(lines) for _, lines in self.segments)
