@@ -71,7 +71,8 @@ def _count(value: str | None, name: str, default: int, maximum: int) -> int:
     if not value.isascii() or not value.isdigit():
         raise BadInput(f"{name} must be a non-negative integer, not {value[:50]!r}.")
     # A string of many digits is surely past maximum; don't make int() parse it.
-    return maximum if len(value) > 12 else min(int(value), maximum)
+    digits = value.lstrip("0") or "0"
+    return maximum if len(digits) > 12 else min(int(digits), maximum)
 
 
 def _offset(request: HttpRequest, *, last_event_id: bool = False) -> int:

@@ -38,6 +38,9 @@ class JobParametersForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        for name, value in list(cleaned.items()):
+            if isinstance(value, str) and not _storable(value):
+                self.add_error(name, "This text has characters that are not valid Unicode (lone surrogates).")
         for name, field in self.fields.items():
             if (
                 cleaned.get(name) in (None, "")
@@ -46,6 +49,15 @@ class JobParametersForm(forms.Form):
             ):
                 cleaned[name] = field.initial
         return cleaned
+
+
+def _storable(text: str) -> bool:
+    """False for text with lone surrogates, which no database stores and no page can show."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def form_for(func: Callable[..., Any]) -> type[JobParametersForm]:
@@ -74,12 +86,14 @@ def _field_for(parameter: inspect.Parameter, annotation: Any) -> forms.Field:
         return forms.TypedChoiceField(
             choices=[(str(value), str(value)) for value in values],
             coerce=_coerce_to_one_of(values),
+            empty_value=None,  # an optional choice left empty is None, not ""
             **options,
         )
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return forms.TypedChoiceField(
             choices=[(str(member.value), member.name.replace("_", " ").title()) for member in annotation],
             coerce=lambda value, enum_type=annotation: _enum_member(enum_type, value),
+            empty_value=None,
             **options,
         )
     if annotation is bool:
@@ -142,7 +156,14 @@ def clean_parameters(job_name: str, form_class: type[forms.Form], params: Mappin
         if name not in data and field.initial is not None:
             data[name] = _as_form_data(field.initial)
     form = form_class(data=data)
-    if not form.is_valid():
+    try:
+        valid = form.is_valid()
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+        # Form fields expect text; launch() may be given any Python value (a date field
+        # given an int, an int too long to print) and some fields fail on it instead of
+        # reporting it.
+        raise InvalidParameters(job_name, {"__all__": [f"A parameter has a value of the wrong type: {exc}"]}) from None
+    if not valid:
         raise InvalidParameters(job_name, {field: list(errors) for field, errors in form.errors.items()})
     return dict(form.cleaned_data)
 
