@@ -120,6 +120,7 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
     if job is None:
         return after
     yield Status(job)
+    status_sent = _status_view(job)
     progress = _ProgressSent()
     yield from progress.changed(_progress(job))
     last = yield from replay(job_id, after)
@@ -140,16 +141,21 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             if isinstance(item, Batch) and item.progress is not None:
                 yield from progress.changed(Progress(item.progress.done, item.progress.total, item.progress.message))
         if changed:
-            seen = job
             job = yield Read(partial(load_job, job_id))
             if job is None:
                 return last
-            if _status_view(job) != _status_view(seen):
+            if job.is_finished:
+                break  # its last lines first, then its final status
+            if _status_view(job) != status_sent:
                 yield Status(job)
+                status_sent = _status_view(job)
             yield from progress.changed(_progress(job))
             if overflowed or job.line_count > last:
                 last = yield from replay(job_id, last)
     last = yield from replay(job_id, last)
+    yield from progress.changed(_progress(job))
+    if _status_view(job) != status_sent:
+        yield Status(job)
     yield Done(job)
     return last
 
