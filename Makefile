@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup setup-dev lint bench
+.PHONY: run test setup setup-dev lint bench bench-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,5 +35,13 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Benchmarks: tables on the terminal, the same figures as JSON in bench-results/.
 bench: setup-dev
-	$(BIN)/python -m tests.bench.bench_capture
+	mkdir -p bench-results
+	$(BIN)/python -m tests.bench.bench_capture --json bench-results/capture.json
+	$(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
+
+# A smoke run of the benchmarks (small sizes, SQLite): seconds, so that CI keeps them working.
+bench-smoke: setup-dev
+	$(BIN)/python -m tests.bench.bench_capture --lines 5000 --repeat 1 --prints 5000
+	$(BIN)/python -m tests.bench.bench_streaming --quick --databases sqlite

@@ -1,0 +1,1338 @@
+"""Streaming benchmarks through a real gunicorn, on SQLite and PostgreSQL.
+
+    python -m tests.bench.bench_streaming [--json out.json] [--quick] [--databases sqlite,postgresql]
+        [--sections latency,fanout,replay] [--configs gthread:2x16,gthread:2x128,asgi:2]
+        [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--profile DIR] [--in-place]
+
+It measures a snapshot of the working tree taken when it starts (other people edit this
+checkout while it runs; --in-place measures the checkout itself). For each database it
+runs itself in a child process against a fresh benchmark database (SQLite:
+/tmp/bench_stream/run-PID/db.sqlite3; PostgreSQL: postgres://root@127.0.0.1:5432/bench_stream_run_PID,
+dropped at the end, so that runs may overlap), starts gunicorn servers in their own process groups with
+config/gunicorn.conf.py and GUNICORN_WORKERS/GUNICORN_THREADS (or --worker-class asgi), and
+reads their streams with tests/bench/sse_client.py in a separate process (one epoll loop;
+it only records bytes and arrival times while the streams run, and parses afterwards).
+Servers use tests/bench/stream_settings.py: the production settings plus the bench app.
+
+1. Latency, print() -> bytes at an SSE client, of a job printing a line every 10 ms:
+   (a) the job runs in the serving process (one worker; launched through the admin launch
+   form), (b) it runs in another process (this benchmark's process), so the server's poller
+   brings its lines. The job is bench.clock (tests/bench/jobs.py): demo.count whose lines
+   start with the time.time() of their own print(), so latency is measured from the print()
+   itself; the line's `t` (the flusher's timestamp) splits it into print -> `t` and
+   `t` -> arrival. Baseline: the same loop sending its lines over a bare loopback socket.
+2. Fan-out: VIEWERS SSE viewers of one job printing (at most) 1,000 lines/s (bench.clock
+   n=20000 interval=0.001, launched through the admin form), per server configuration:
+   lines delivered to each viewer (count, numbers 1..N in order, a digest of every line
+   against the database), latency (overall, and for the viewers in the job's own worker
+   and in the others, told apart by the client's port in /proc/net/tcp), time to first
+   byte, the job's own line rate, server CPU per process and RSS (/proc), connections per
+   worker, the admin changelist's response time sampled meanwhile (one request at a time),
+   PostgreSQL's transactions and sessions per second, and the CPU of the client, of this
+   process and of everything else on the machine. Baselines: the changelist on the idle
+   server, and the server's CPU for the same job with no viewer.
+3. Replay of a finished 1,000,000-line run (demo.flood) through log.txt and events:
+   lines/s, and the worker's peak RSS growth during the request (VmHWM after resetting it
+   through /proc/<pid>/clear_refs): once right after the run was written (PostgreSQL has
+   no statistics for its rows yet), then --repeat times after ANALYZE. Baselines in this
+   process, each on a new connection: list(job.lines.all()), the server's own chunked
+   reads (rows_after) alone, and those reads plus each wire format.
+
+--profile DIR records py-spy (`py-spy record --gil --threads --format raw`) of every worker
+during the fan-out runs and replay requests; tests/bench/profile_summary.py sums a profile
+per function. Figures are medians of --repeat runs where a section repeats. The machine is
+shared and noisy: judge the ratios and the baselines beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import re
+import runpy
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+WORK_DIR = Path("/tmp/bench_stream")
+#: This run's files (databases, snapshot, server logs, client files): runs may overlap.
+RUN_DIR = WORK_DIR / f"run-{os.getpid()}"
+
+
+def database_url(database: str, run_dir: Path) -> str:
+    """A database of this run's own (dropped at its end), so that runs may overlap."""
+    if database == "sqlite":
+        return f"sqlite:///{run_dir}/db.sqlite3"
+    if database == "postgresql":
+        return f"postgres://root@127.0.0.1:5432/bench_stream_{run_dir.name.replace('-', '_')}"
+    raise ValueError(f"unknown database {database!r}: sqlite or postgresql")
+
+
+SETTINGS = "tests.bench.stream_settings"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    latency_lines: int = 500
+    latency_interval: float = 0.01
+    viewers: int = 200
+    fanout_lines: int = 20_000
+    fanout_interval: float = 0.001
+    fanout_delay: float = 4.0
+    replay_lines: int = 1_000_000
+    repeat: int = 3
+    admin_interval: float = 0.25
+    configs: tuple[str, ...] = (
+        "default", "gthread:2x16", "gthread:2x104", "gthread:2x112", "gthread:2x208", "gthread:1x216", "asgi:2"
+    )  # fmt: skip
+
+
+QUICK = Sizes(
+    latency_lines=50,
+    viewers=10,
+    fanout_lines=300,
+    fanout_delay=1.5,
+    replay_lines=20_000,
+    repeat=1,
+    configs=("default",),
+)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- The parent: one child process per database ------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", help="write the figures here as JSON")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test that takes seconds")
+    parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    parser.add_argument("--sections", default="latency,fanout,replay")
+    parser.add_argument("--configs", help="fan-out server configs, e.g. gthread:2x16,gthread:2x112,asgi:2")
+    parser.add_argument("--viewers", type=int)
+    parser.add_argument("--repeat", type=int)
+    parser.add_argument("--replay-lines", type=int)
+    parser.add_argument("--profile", help="record py-spy profiles of the server workers into this directory")
+    parser.add_argument("--py-spy", default=None, help="path of py-spy (default: on PATH or /tmp/bench_stream/tools)")
+    parser.add_argument(
+        "--in-place", action="store_true", help="run the checkout itself, not a snapshot of it taken at the start"
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        run_database(args)
+        return
+
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"sizes": sizes_from(args).__dict__, "databases": {}, "run_dir": str(RUN_DIR)}
+    tree = PROJECT_DIR
+    if not args.in_place:
+        tree = take_snapshot()
+        log(f"measuring a snapshot of the working tree: {tree}")
+    results["code"] = code_version(tree)
+    try:
+        run_children(args, tree, results)
+    finally:
+        if tree != PROJECT_DIR:
+            shutil.rmtree(tree, ignore_errors=True)
+        log(f"server logs: {RUN_DIR}")
+    if args.in_place and code_version(PROJECT_DIR)["digest"] != results["code"]["digest"]:
+        results["code"]["changed_during_run"] = True  # the figures may mix versions
+    print_table(results)
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+
+
+def run_children(args: argparse.Namespace, tree: Path, results: dict[str, Any]) -> None:
+    for database in args.databases.split(","):
+        url = database_url(database, RUN_DIR)
+        out_path = str(RUN_DIR / f"{database}.json")
+        command = [sys.executable, "-m", "tests.bench.bench_streaming", "--child", url, "--json", out_path,
+                   "--run-dir", str(RUN_DIR)]  # fmt: skip
+        for name in ("quick",):
+            if getattr(args, name):
+                command.append(f"--{name}")
+        for name in ("sections", "configs", "viewers", "repeat", "replay_lines", "profile", "py_spy"):
+            value = getattr(args, name)
+            if value is not None:
+                command += [f"--{name.replace('_', '-')}", str(value)]
+        log(f"{database}: {url}")
+        returncode = subprocess.run(command, cwd=tree).returncode
+        try:
+            with open(out_path) as child_out:
+                results["databases"][database] = json.load(child_out)
+        except (OSError, ValueError):
+            results["databases"][database] = {}
+        os.unlink(out_path)
+        if returncode:
+            results["databases"][database]["error"] = f"the benchmark on {database} failed (exit status {returncode})"
+            log(results["databases"][database]["error"])
+
+
+#: What a server and the benchmark need of the working tree.
+SNAPSHOT = ("manage.py", "pyproject.toml", "config", "jobs", "templates", "tests")
+
+
+def take_snapshot() -> Path:
+    """A copy of the working tree's code, so that edits made while the benchmark runs (other
+    people work in this checkout) do not mix versions within one run."""
+    target = RUN_DIR / "snapshot"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for name in SNAPSHOT:
+        source = PROJECT_DIR / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif source.exists():
+            shutil.copy2(source, target / name)
+    return target
+
+
+def code_version(tree: Path) -> dict[str, Any]:
+    """The checkout's commit, its uncommitted files, and a digest of the code measured."""
+    digest = hashlib.sha256()
+    for name in ("config", "jobs", "templates"):
+        for path in sorted((tree / name).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes())
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], cwd=PROJECT_DIR, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted": git("status", "--porcelain", "--", "config", "jobs", "templates").splitlines(),
+        "digest": digest.hexdigest()[:16],
+    }
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    sizes = QUICK if args.quick else Sizes()
+    changes: dict[str, Any] = {}
+    if args.configs:
+        changes["configs"] = tuple(args.configs.split(","))
+    if args.viewers:
+        changes["viewers"] = args.viewers
+    if args.repeat:
+        changes["repeat"] = args.repeat
+    if args.replay_lines:
+        changes["replay_lines"] = args.replay_lines
+    return Sizes(**{**sizes.__dict__, **changes})
+
+
+# --- The child: everything on one database --------------------------------------------------------
+
+
+def run_database(args: argparse.Namespace) -> None:
+    """Every section on one database; the figures are saved to args.json after each, so
+    that a failure (another user's test restarting PostgreSQL, say) loses only its own."""
+    global RUN_DIR
+    RUN_DIR = Path(args.run_dir)
+    url = args.child
+    sizes = sizes_from(args)
+    reset_database(url)
+    os.environ["DATABASE_URL"] = url
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
+    os.environ.pop("DEBUG", None)
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+
+    call_command("migrate", verbosity=0, interactive=False)
+    bench = Bench(url, sizes, settings.SECRET_KEY, args)
+    results: dict[str, Any] = {"database": connection.vendor, "url": url}
+
+    def save() -> None:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+
+    bench.save = save
+    sections = args.sections.split(",")
+    failed = False
+    try:
+        for name, section in (("latency", bench.latency), ("fanout", bench.fanout), ("replay", bench.replay)):
+            if name in sections:
+                machine = MachineCpu()
+                bench.partial = results[name] = {}
+                try:
+                    results[name] = section()
+                except Exception as exc:  # noqa: BLE001 - recorded, and the next section runs
+                    log(f"{name} failed: {exc!r}")
+                    results[name]["error"] = repr(exc)
+                    failed = True
+                # The machine is shared: what every process used meanwhile, in cores.
+                results[name]["machine_busy_cores"] = machine.busy_cores()
+                save()
+    finally:
+        from jobs.runner import get_runner
+
+        get_runner().stop()
+        connection.close()
+        drop_database(url)
+    if failed:
+        sys.exit(1)
+
+
+def drop_database(url: str) -> None:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme.startswith("sqlite"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{parsed.path}{suffix}").unlink(missing_ok=True)
+        return
+    try:
+        with _postgres_admin(parsed) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{parsed.path.lstrip("/")}" WITH (FORCE)')
+    except Exception as exc:  # noqa: BLE001 - leftovers are named after their run
+        log(f"could not drop {url}: {exc!r}")
+
+
+def _postgres_admin(parsed: urllib.parse.ParseResult) -> Any:
+    import psycopg
+
+    return psycopg.connect(
+        host=parsed.hostname, port=parsed.port or 5432, user=parsed.username, dbname="postgres", autocommit=True
+    )
+
+
+def reset_database(url: str) -> None:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme.startswith("sqlite"):
+        path = Path(parsed.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    from psycopg import sql
+
+    name = parsed.path.lstrip("/")
+    with _postgres_admin(parsed) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# --- Servers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    worker_class: str
+    workers: int
+    threads: int
+    #: config/gunicorn.conf.py as it is, with no GUNICORN_* variable set.
+    default: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> ServerConfig:
+        """gthread:2x16 (workers x threads), asgi:2 (workers), or default (the config file's)."""
+        if text == "default":
+            conf = runpy.run_path(str(Path.cwd() / "config/gunicorn.conf.py"))
+            return cls(conf["worker_class"], conf["workers"], conf["threads"], default=True)
+        worker_class, _, shape = text.partition(":")
+        workers, _, threads = shape.partition("x")
+        return cls(worker_class, int(workers), int(threads or 1))
+
+    def __str__(self) -> str:
+        shape = f"{self.workers}x{self.threads}" if self.worker_class == "gthread" else f"{self.workers}w"
+        return f"{self.worker_class} {shape}{' (default)' if self.default else ''}"
+
+
+class Server:
+    """gunicorn with the project's config file, in its own process group."""
+
+    def __init__(self, config: ServerConfig, database_url: str, secret_key: str, label: str) -> None:
+        self.config = config
+        self.port = _free_port()
+        self.log_path = RUN_DIR / f"gunicorn-{label}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "DJANGO_SETTINGS_MODULE": SETTINGS,
+            "SECRET_KEY": secret_key,
+            "GUNICORN_WORKERS": str(config.workers),
+            "GUNICORN_THREADS": str(config.threads),
+            "PYTHONUNBUFFERED": "1",
+        }
+        if config.default:
+            del env["GUNICORN_WORKERS"], env["GUNICORN_THREADS"]
+        app, extra = "config.wsgi", []
+        if config.worker_class != "gthread":
+            app, extra = "config.asgi:application", ["--worker-class", config.worker_class]
+        with self.log_path.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", app, "--config", "config/gunicorn.conf.py",
+                 "--bind", f"127.0.0.1:{self.port}", *extra],
+                cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')}")
+            booted = self.log_path.read_text(errors="replace").count("Booting worker")
+            if booted >= self.config.workers and len(self.worker_pids()) == self.config.workers:
+                try:
+                    status, _ = http_get(self.port, "/admin/login/", timeout=5)
+                    if status == 200:
+                        time.sleep(1.0)  # every worker has imported the app by now
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text(errors='replace')}")
+
+    def worker_pids(self) -> list[int]:
+        return _children(self.process.pid)
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *self.worker_pids()]
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(pid) for pid in self.pids())
+
+    def rss_mb(self) -> float:
+        return sum(_status_kb(pid, "VmRSS") for pid in self.pids()) / 1024
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(parent: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                pids.append(int(entry))
+    return sorted(pids)
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def _status_kb(pid: int | str, name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        pass
+    return inodes
+
+
+def _established_connections(port: int) -> dict[str, int]:
+    """{socket inode: remote port} of the established TCP connections to local port `port`."""
+    connections = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                connections[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    return connections
+
+
+class MachineCpu:
+    """CPU time of the whole machine (all processes), from /proc/stat."""
+
+    def __init__(self) -> None:
+        self.started, self.busy = time.monotonic(), self._busy()
+
+    @staticmethod
+    def _busy() -> float:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+    def busy_cores(self) -> float:
+        return (self._busy() - self.busy) / (time.monotonic() - self.started)
+
+
+def reset_peak_rss(pid: int | str) -> None:
+    """From now on VmHWM is the peak since this call."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+# --- HTTP from this process (admin pages, the launch form) -----------------------------------------
+
+
+def http_get(port: int, path: str, cookie: str = "", timeout: float = 120) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def launch_through_admin(port: int, cookie: str, name: str, params: dict[str, Any]) -> uuid.UUID:
+    """POST the admin launch form of `name`, as a browser does; the job runs in the worker
+    that answers. Returns the new run's id (from the redirect to its page)."""
+    path = f"/admin/jobs/job/launch/{name}/"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request("GET", path, headers={"Cookie": cookie})
+        response = connection.getresponse()
+        page = response.read().decode()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        csrf_cookie = re.search(r"csrftoken=([^;]+)", response.getheader("Set-Cookie") or "")
+        form_token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        if form_token is None:
+            raise RuntimeError(f"no CSRF token in {path}")
+        cookies = f"{cookie}; csrftoken={csrf_cookie.group(1)}" if csrf_cookie else cookie
+        body = urllib.parse.urlencode({**params, "csrfmiddlewaretoken": form_token.group(1)})
+        connection.request(
+            "POST",
+            path,
+            body=body,
+            headers={
+                "Cookie": cookies,
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Referer": f"http://127.0.0.1:{port}{path}",
+                "X-CSRFToken": form_token.group(1),
+            },
+        )
+        response = connection.getresponse()
+        response.read()
+        location = response.getheader("Location") or ""
+        match = re.search(r"/jobs/([0-9a-f-]{36})/", location)
+        if response.status != 302 or match is None:
+            raise RuntimeError(f"POST {path}: {response.status} {location!r}")
+        return uuid.UUID(match.group(1))
+    finally:
+        connection.close()
+
+
+# --- The client process ---------------------------------------------------------------------------
+
+
+class Client:
+    """tests/bench/sse_client.py in a child process."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec_path = RUN_DIR / f"client-{uuid.uuid4().hex}.json"
+        self.out_path = self.spec_path.with_suffix(".out.json")
+        self.latency_path = self.spec_path.with_suffix(".lat")
+        self.spec_path.write_text(json.dumps({"host": "127.0.0.1", "latency_file": str(self.latency_path), **spec}))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.sse_client", str(self.spec_path), str(self.out_path)],
+            cwd=PROJECT_DIR,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.ready = threading.Event()
+        self.ended = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                self.ready.set()
+            elif line.strip() == "ended":
+                self.ended.set()
+        self.ended.set()  # the client exited (or failed): result() tells which
+
+    def result(self, timeout: float) -> dict[str, Any]:
+        self.process.wait(timeout=timeout)
+        if self.process.returncode != 0:
+            raise RuntimeError(f"client failed with {self.process.returncode}")
+        result = json.loads(self.out_path.read_text())
+        self._latencies = array("d")
+        if self.latency_path.exists():
+            self._latencies.frombytes(self.latency_path.read_bytes())
+        for path in (self.spec_path, self.out_path, self.latency_path):
+            path.unlink(missing_ok=True)
+        return result
+
+    def latencies(self) -> array:
+        """After result(): every stream's print -> arrival latencies, one after the other
+        (a stream's are at its latency_offset, latency_count)."""
+        return self._latencies
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for path in (self.spec_path, self.out_path, self.latency_path):
+            path.unlink(missing_ok=True)
+
+
+# --- Samplers -------------------------------------------------------------------------------------
+
+
+class AdminSampler(threading.Thread):
+    """GETs the admin changelist, one request at a time on a new connection, until stopped."""
+
+    def __init__(self, port: int, cookie: str, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.cookie, self.interval = port, cookie, interval
+        self.times: list[float] = []
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.perf_counter()
+            try:
+                status, body = http_get(self.port, "/admin/jobs/job/", self.cookie)
+                if status != 200 or b"result_list" not in body:
+                    self.failures.append(f"HTTP {status}")
+            except OSError as exc:
+                self.failures.append(repr(exc))
+            self.times.append(time.perf_counter() - started)
+            self.stopping.wait(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        self.stopping.set()
+        self.join()
+        return {**summary(self.times), "failures": len(self.failures)}
+
+
+class ResourceSampler(threading.Thread):
+    """The server's RSS, and the client connections each worker holds (and so which worker
+    serves which client port), every 0.25 s; each worker's CPU time over the run."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.peak_rss_mb = server.rss_mb()
+        self.peak_connections: dict[int, int] = {}
+        self.worker_of_port: dict[int, int] = {}
+        self.cpu_started = {pid: _cpu_seconds(pid) for pid in server.pids()}
+        self.started = time.monotonic()
+        self.cores: dict[int, float] = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.25):
+            self.peak_rss_mb = max(self.peak_rss_mb, self.server.rss_mb())
+            established = _established_connections(self.server.port)
+            for pid in self.server.worker_pids():
+                mine = [port for inode, port in established.items() if inode in _socket_inodes(pid)]
+                self.peak_connections[pid] = max(self.peak_connections.get(pid, 0), len(mine))
+                self.worker_of_port.update(dict.fromkeys(mine, pid))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+        wall = time.monotonic() - self.started
+        self.cores = {pid: (_cpu_seconds(pid) - used) / wall for pid, used in self.cpu_started.items()}
+
+
+# --- Statistics -----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
+    }
+
+
+def median(values: list[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+# --- The benchmark ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    url: str
+    sizes: Sizes
+    secret_key: str
+    args: argparse.Namespace
+    cookie: str = ""
+    servers: int = field(default=0)
+    #: The current section's figures so far, and how to save them (set by run_database).
+    partial: dict[str, Any] = field(default_factory=dict)
+    save: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.test import Client as DjangoClient
+        from django.utils import timezone
+
+        from jobs.models import Job, JobStatus
+
+        user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password")
+        client = DjangoClient()
+        client.force_login(user)
+        self.cookie = f"sessionid={client.cookies['sessionid'].value}"
+        # A changelist with a full page: 200 finished runs.
+        now = timezone.now()
+        Job.objects.bulk_create(
+            Job(name="demo.count", params={"n": 10}, status=JobStatus.SUCCEEDED, launched_by=user,
+                created_at=now, started_at=now, finished_at=now, line_count=11)
+            for _ in range(200)
+        )  # fmt: skip
+
+    def server(self, config: ServerConfig) -> Server:
+        self.servers += 1
+        label = re.sub(r"[^\w.-]+", "-", str(config)).strip("-")
+        return Server(config, self.url, self.secret_key, f"{self.servers}-{label}")
+
+    # --- 1. Latency -----------------------------------------------------------------------------
+
+    def latency(self) -> dict[str, Any]:
+        sizes = self.sizes
+        params = {"n": sizes.latency_lines, "interval": sizes.latency_interval, "delay": 1.0}
+        runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "other_process": [], "loopback": []}
+        server = self.server(ServerConfig("gthread", 1, 16))
+        try:
+            for index in range(sizes.repeat):
+                log(f"latency {index + 1}/{sizes.repeat}: loopback baseline")
+                runs["loopback"].append(self._loopback(sizes.latency_lines, sizes.latency_interval))
+                log(f"latency {index + 1}/{sizes.repeat}: job in the serving process")
+                job_id = launch_through_admin(server.port, self.cookie, "bench.clock", params)
+                runs["in_process"].append(self._one_viewer(server, job_id))
+                log(f"latency {index + 1}/{sizes.repeat}: job in another process")
+                runs["other_process"].append(self._one_viewer(server, self._launch_here("bench.clock", params)))
+        finally:
+            server.stop()
+        result: dict[str, Any] = {"server": str(server.config), "lines": sizes.latency_lines,
+                                  "interval": sizes.latency_interval, "repeat": sizes.repeat}  # fmt: skip
+        for case, case_runs in runs.items():
+            result[case] = {
+                measure: {stat: median([run[measure][stat] for run in case_runs]) for stat in ("p50", "p99", "max")}
+                for measure in case_runs[0]
+                if measure != "excluded"
+            }
+            result[case]["samples"] = sum(run["print_to_arrival"]["n"] for run in case_runs)
+            result[case]["excluded_replayed_lines"] = sum(run.get("excluded", 0) for run in case_runs)
+        return result
+
+    def _launch_here(self, name: str, params: dict[str, Any]) -> uuid.UUID:
+        from jobs.launcher import launch
+
+        return launch(name, **params).id
+
+    def _one_viewer(self, server: Server, job_id: uuid.UUID) -> dict[str, Any]:
+        client = Client(
+            {"port": server.port, "cookie": self.cookie, "paths": [f"/jobs/{job_id}/events"], "mode": "sse",
+             "timeout": 600, "clock_lines": True}
+        )  # fmt: skip
+        out = client.result(timeout=660)
+        stream = out["streams"][0]
+        expected = self._expected(job_id)
+        if not _stream_complete(stream, expected):
+            raise RuntimeError(f"viewer of {job_id} did not get every line: {stream}")
+        latency = out["latency"]
+        return {
+            "print_to_arrival": latency["print_to_arrival"],
+            "print_to_t": latency["print_to_t"],
+            "t_to_arrival": latency["t_to_arrival"],
+            "excluded": latency["excluded_replayed_lines"],
+        }
+
+    def _loopback(self, lines: int, interval: float) -> dict[str, Any]:
+        """The floor: the job's loop (time.time(), write, Event.wait(interval)) writing to a
+        bare loopback TCP socket read by the same client process."""
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pause = threading.Event()
+            pause.wait(1.0)
+            for _ in range(lines):
+                connection.sendall(f"{time.time():.6f}\n".encode())
+                pause.wait(interval)
+            connection.sendall(b"end\n")
+            connection.close()
+            listener.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        client = Client({"port": port, "cookie": "", "paths": ["-"], "mode": "clock", "timeout": 600})
+        out = client.result(timeout=660)
+        thread.join()
+        return {"print_to_arrival": out["latency"]["print_to_arrival"]}
+
+    def _expected(self, job_id: uuid.UUID) -> dict[str, Any]:
+        """Digests of the run's stored lines, as the client computes them."""
+        from jobs.models import Job, LogLine
+
+        job = Job.objects.get(pk=job_id)
+        while not job.is_finished:
+            time.sleep(0.1)
+            job.refresh_from_db()
+        sse, text = hashlib.sha256(), hashlib.sha256()
+        after = 0
+        while True:
+            rows = LogLine.objects.rows_after(job_id, after, 20_000)
+            for number, stream, _, line in rows:
+                sse.update(f"{number}\t{stream}\t{line}\n".encode())
+                text.update(f"{line}\n".encode())
+            if len(rows) < 20_000:
+                break
+            after = rows[-1][0]
+        # The job's own rate: its lines over its running time, less bench.clock's delay.
+        running = (job.finished_at - job.started_at).total_seconds() - float(job.params.get("delay", 0))
+        return {"lines": job.line_count, "sse_digest": sse.hexdigest(), "text_digest": text.hexdigest(),
+                "status": job.status, "worker": job.worker,
+                "lines_per_s": job.line_count / running if running > 0 else None}  # fmt: skip
+
+    # --- 2. Fan-out ------------------------------------------------------------------------------
+
+    def fanout(self) -> dict[str, Any]:
+        results: list[dict[str, Any]] = []
+        self.partial.update({"viewers": self.sizes.viewers, "lines": self.sizes.fanout_lines,
+                             "interval": self.sizes.fanout_interval, "runs": results})  # fmt: skip
+        for index, text in enumerate(self.sizes.configs):
+            config = ServerConfig.parse(text)
+            log(f"fan-out: {config}, {self.sizes.viewers} viewers")
+            result: dict[str, Any] = {"config": str(config), "worker_class": config.worker_class,
+                                      "workers": config.workers, "threads": config.threads}  # fmt: skip
+            results.append(result)
+            try:
+                server = self.server(config)
+                try:
+                    admin = AdminSampler(server.port, self.cookie, 0.0)
+                    admin.start()
+                    time.sleep(5 if len(self.sizes.configs) > 1 or self.sizes.viewers > 20 else 1)
+                    result["admin_idle"] = admin.stop()
+                    if index == 0:
+                        log("fan-out: the same job with no viewer (CPU baseline)")
+                        result["no_viewer"] = self._job_alone(server)
+                    result.update(self._fanout_run(server))
+                finally:
+                    server.stop()
+            except Exception as exc:  # noqa: BLE001 - recorded; the next configuration runs
+                log(f"fan-out {config} failed: {exc!r}")
+                result["error"] = repr(exc)
+            self.save()
+        return self.partial
+
+    def _fanout_params(self) -> dict[str, Any]:
+        sizes = self.sizes
+        return {"n": sizes.fanout_lines, "interval": sizes.fanout_interval, "delay": sizes.fanout_delay}
+
+    def _job_alone(self, server: Server) -> dict[str, Any]:
+        from jobs.models import Job
+
+        cpu = server.cpu_seconds()
+        started = time.time()
+        job_id = launch_through_admin(server.port, self.cookie, "bench.clock", self._fanout_params())
+        job = Job.objects.get(pk=job_id)
+        while not job.is_finished:
+            time.sleep(0.05)
+            job.refresh_from_db()
+        wall = time.time() - started - self.sizes.fanout_delay
+        used = server.cpu_seconds() - cpu
+        return {"server_cpu_s": used, "wall_s": wall, "server_cores": used / wall}
+
+    def _fanout_run(self, server: Server) -> dict[str, Any]:
+        sizes = self.sizes
+        profile = self._start_profile(server, "fanout")
+        cpu_before, rss_before = server.cpu_seconds(), server.rss_mb()
+        database_before = _database_activity()
+        machine = MachineCpu()
+        launched = time.time()
+        job_id = launch_through_admin(server.port, self.cookie, "bench.clock", self._fanout_params())
+        paths = [f"/jobs/{job_id}/events"] * sizes.viewers
+        client = Client({"port": server.port, "cookie": self.cookie, "paths": paths, "mode": "sse",
+                         "timeout": 900, "clock_lines": True})  # fmt: skip
+        # Sample from the first connection to the last stream's end.
+        admin = AdminSampler(server.port, self.cookie, sizes.admin_interval)
+        resources = ResourceSampler(server)
+        admin.start()
+        resources.start()
+        bench_cpu = time.process_time()
+        ready = client.ready.wait(max(0.0, launched + sizes.fanout_delay - time.time()))
+        if not client.ended.wait(timeout=960):
+            client.kill()
+            raise RuntimeError("the viewers did not finish in 960 s")
+        # Every stream has ended: stop the clocks before the client parses.
+        finished = time.time()
+        machine_cores = machine.busy_cores()
+        bench_cores = (time.process_time() - bench_cpu) / (finished - launched)
+        database_after = _database_activity()
+        admin_load = admin.stop()
+        resources.stop()
+        out = client.result(timeout=960)
+        all_latencies = client.latencies()
+        cpu = server.cpu_seconds() - cpu_before
+        self._stop_profile(profile)
+        expected = self._expected(job_id)
+        streams = out["streams"]
+        complete = [stream for stream in streams if _stream_complete(stream, expected)]
+        ttfb = [stream["first_byte"] - stream["sent_at"] for stream in streams if stream["first_byte"]]
+        stream_p99 = [stream["p99"] for stream in streams if stream.get("p99") is not None]
+        worker_pid = int(expected["worker"].split(":")[1]) if expected["worker"].count(":") >= 2 else None
+        # Viewers served by the job's own worker (lines from the flusher, in-process) and by
+        # the others (lines from their poller), told apart by the client's port.
+        groups: dict[str, list[float]] = {"job_worker": [], "other_workers": [], "unknown": []}
+        viewers: dict[str, int] = dict.fromkeys(groups, 0)
+        for stream in streams:
+            pid = resources.worker_of_port.get(stream.get("local_port", 0))
+            group = "unknown" if pid is None else "job_worker" if pid == worker_pid else "other_workers"
+            viewers[group] += 1
+            start = stream.get("latency_offset", 0)
+            groups[group].extend(all_latencies[start : start + stream.get("latency_count", 0)])
+        by_worker = {group: {"viewers": viewers[group], **summary(values)} for group, values in groups.items()}
+        return {
+            "latency_by_worker": by_worker,
+            "worker_cores": {str(pid): cores for pid, cores in resources.cores.items()},
+            "all_connected_before_first_line": ready,
+            "viewers_complete": len(complete),
+            "lines_expected": expected["lines"],
+            "lines_delivered": sum(stream.get("lines", 0) for stream in streams),
+            "min_lines_per_viewer": min(stream.get("lines", 0) for stream in streams),
+            "latency": out["latency"],
+            "worst_viewer_p99": max(stream_p99) if stream_p99 else None,
+            "ttfb": summary(ttfb),
+            "viewers_waiting_over_1s": sum(1 for value in ttfb if value > 1.0),
+            "server_cpu_s": cpu,
+            "wall_s": finished - launched,
+            "server_cores": sum(resources.cores.values()),
+            "rss_before_mb": rss_before,
+            "rss_peak_mb": resources.peak_rss_mb,
+            "connections_per_worker": {str(pid): count for pid, count in resources.peak_connections.items()},
+            "job_ran_in_worker": worker_pid,
+            "job_lines_per_s": expected["lines_per_s"],
+            "admin_under_load": admin_load,
+            "client_cpu_share": out["client_cpu_share"],
+            "machine_busy_cores": machine_cores,
+            "bench_process_cores": bench_cores,
+            # PostgreSQL only: transactions (autocommit queries, mostly) and sessions opened,
+            # per second, by every process on the benchmark database (pg_stat_database).
+            "database_per_s": {
+                name: (database_after[name] - database_before[name]) / (finished - launched) for name in database_before
+            },
+            # Everything else on this shared machine meanwhile (other people's work).
+            "other_processes_cores": machine_cores
+            - sum(resources.cores.values())
+            - out["client_cpu_share"]
+            - bench_cores,
+        }
+
+    # --- 3. Replay ----------------------------------------------------------------------------------
+
+    def replay(self) -> dict[str, Any]:
+        """Two phases: the run as it is right after it was written (PostgreSQL has no
+        statistics for the new rows yet, and autovacuum may be slow or, as here, off), once;
+        then after ANALYZE, --repeat times, with the in-process baselines."""
+        from django.db import connection
+
+        from jobs.launcher import create_run
+        from jobs.models import JobStatus
+        from jobs.runner import start
+
+        lines = self.sizes.replay_lines
+        log(f"replay: creating a {lines:,}-line run (demo.flood in this process)")
+        started = time.perf_counter()
+        job = start().run(create_run("demo.flood", {"lines": lines, "width": 80}))
+        created_in = time.perf_counter() - started
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        expected = self._expected(job.id)
+        result = self.partial
+        result.update(lines=lines, created_in_s=created_in)
+        server = self.server(ServerConfig("gthread", 1, 16))
+        result["server"] = str(server.config)
+        try:
+            worker = server.worker_pids()[0]
+            # Warm the worker up (imports, first connection) on the same path, 10 lines.
+            http_get(server.port, f"/jobs/{job.id}/log.txt?offset={lines - 10}", self.cookie)
+            for phase, repeat in (("fresh", 1), ("analyzed", self.sizes.repeat)):
+                if phase == "analyzed":
+                    with connection.cursor() as cursor:
+                        cursor.execute("ANALYZE")
+                requests: dict[str, list[dict[str, Any]]] = {"log.txt": [], "events": []}
+                for index in range(repeat):
+                    for kind in requests:
+                        log(f"replay ({phase}) {index + 1}/{repeat}: {kind}")
+                        requests[kind].append(self._replay_request(server, worker, job.id, kind, expected))
+                result[phase] = {kind: _replay_summary(runs) for kind, runs in requests.items()}
+                if phase == "fresh":
+                    result[phase].update(self._replay_baselines(job.id, lines, ["rows_after_chunks"], 1))
+                self.save()
+        finally:
+            server.stop()
+        result["analyzed"].update(self._replay_baselines(job.id, lines, None, self.sizes.repeat))
+        return result
+
+    def _replay_request(
+        self, server: Server, worker: int, job_id: uuid.UUID, kind: str, expected: dict[str, Any]
+    ) -> dict[str, Any]:
+        mode = "text" if kind == "log.txt" else "sse"
+        profile = self._start_profile(server, f"replay-{kind}")
+        reset_peak_rss(worker)
+        before = _status_kb(worker, "VmRSS")
+        out = Client({"port": server.port, "cookie": self.cookie, "paths": [f"/jobs/{job_id}/{kind}"],
+                      "mode": mode, "timeout": 600}).result(timeout=660)  # fmt: skip
+        peak = _status_kb(worker, "VmHWM")
+        self._stop_profile(profile)
+        stream = out["streams"][0]
+        seconds = stream["last_byte"] - stream["sent_at"]
+        return {
+            "lines_per_s": expected["lines"] / seconds,
+            "seconds": seconds,
+            "ttfb_s": stream["first_byte"] - stream["sent_at"],
+            "rss_before_mb": before / 1024,
+            "rss_growth_mb": (peak - before) / 1024,
+            "exact": _stream_complete(stream, expected, text=mode == "text"),
+            "bytes": stream["bytes"],
+        }
+
+    def _replay_baselines(self, job_id: uuid.UUID, lines: int, only: list[str] | None, repeat: int) -> dict[str, Any]:
+        """The same reads in this process, each on a new database connection (as a request
+        gets), without HTTP: rows_after in REPLAY_CHUNK chunks alone, then with each wire
+        format; and the naive baseline, list(job.lines.all())."""
+        from django.db import connection
+
+        from jobs import formats
+        from jobs.follow import REPLAY_CHUNK, Lines
+        from jobs.models import Job, LogLine
+
+        def chunked(encode: Callable[[Lines], bytes] | None) -> Callable[[], int]:
+            def read() -> int:
+                after, count = 0, 0
+                while True:
+                    rows = LogLine.objects.rows_after(job_id, after, REPLAY_CHUNK)
+                    if encode is not None:
+                        encode(Lines(rows))
+                    count += len(rows)
+                    if len(rows) < REPLAY_CHUNK:
+                        return count
+                    after = rows[-1][0]
+
+            return read
+
+        def materialise() -> int:
+            return len(list(Job.objects.get(pk=job_id).lines.all()))
+
+        cases = {
+            "rows_after_chunks": chunked(None),
+            "rows_after_plain_text": chunked(formats.plain_text),
+            "rows_after_sse": chunked(formats.sse),
+            "list_lines_all": materialise,
+        }
+        results: dict[str, Any] = {}
+        for name, call in cases.items():
+            if only is not None and name not in only:
+                continue
+            log(f"replay baseline: {name}")
+            runs = []
+            for _ in range(repeat):
+                connection.close()
+                reset_peak_rss("self")
+                before = _status_kb("self", "VmRSS")
+                started = time.perf_counter()
+                count = call()
+                seconds = time.perf_counter() - started
+                growth = (_status_kb("self", "VmHWM") - before) / 1024
+                assert count == lines, (name, count)
+                runs.append((lines / seconds, growth))
+            results[name] = {
+                "lines_per_s": statistics.median(rate for rate, _ in runs),
+                "rss_growth_mb": max(growth for _, growth in runs),
+            }
+        connection.close()
+        return results
+
+    # --- Profiling (optional) ----------------------------------------------------------------------
+
+    def _start_profile(self, server: Server, label: str) -> list[subprocess.Popen[bytes]] | None:
+        if not self.args.profile:
+            return None
+        py_spy = self.args.py_spy or _which("py-spy") or str(WORK_DIR / "tools/bin/py-spy")
+        directory = Path(self.args.profile)
+        directory.mkdir(parents=True, exist_ok=True)
+        vendor = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        profiles = []
+        for pid in server.worker_pids():
+            config = re.sub(r"[^\w.-]+", "-", str(server.config)).strip("-")
+            stem = directory / f"{vendor}-{label}-{config}-{pid}"
+            for fmt, suffix in (("raw", "txt"),):
+                profiles.append(
+                    subprocess.Popen(
+                        [
+                            py_spy,
+                            "record",
+                            "--pid",
+                            str(pid),
+                            "--rate",
+                            "200",
+                            "--format",
+                            fmt,
+                            "--threads",
+                            "--gil",
+                            "--output",
+                            f"{stem}.{suffix}",
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                )
+        time.sleep(0.5)
+        return profiles
+
+    def _stop_profile(self, profiles: list[subprocess.Popen[bytes]] | None) -> None:
+        for process in profiles or []:
+            process.send_signal(signal.SIGINT)
+        for process in profiles or []:
+            process.wait(timeout=60)
+
+
+def _replay_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "lines_per_s": median([run["lines_per_s"] for run in runs]),
+        "seconds": median([run["seconds"] for run in runs]),
+        "ttfb_s": median([run["ttfb_s"] for run in runs]),
+        "rss_growth_mb": max(run["rss_growth_mb"] for run in runs),
+        "rss_growth_mb_runs": [run["rss_growth_mb"] for run in runs],
+        "rss_before_mb": runs[0]["rss_before_mb"],
+        "exact": all(run["exact"] for run in runs),
+        "bytes": runs[0]["bytes"],
+    }
+
+
+def _database_activity() -> dict[str, int]:
+    """PostgreSQL's counters of the benchmark database; nothing on SQLite."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = current_database()"
+        )
+        transactions, sessions = cursor.fetchone()
+    return {"transactions": transactions, "sessions": sessions}
+
+
+def _which(name: str) -> str | None:
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def _stream_complete(stream: dict[str, Any], expected: dict[str, Any], *, text: bool = False) -> bool:
+    if stream.get("status") != 200 or stream.get("error"):
+        return False
+    if text:
+        return stream["lines"] == expected["lines"] and stream["digest"] == expected["text_digest"]
+    return (
+        stream["lines"] == expected["lines"]
+        and stream["first_number"] == 1
+        and stream["last_number"] == expected["lines"]
+        and stream["contiguous"]
+        and stream["digest"] == expected["sse_digest"]
+        and stream["done_status"] == expected["status"]
+    )
+
+
+# --- The table ------------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:,.1f} ms"
+
+
+def _pair(stats: dict[str, Any]) -> str:
+    return f"{_ms(stats.get('p50'))} / {_ms(stats.get('p99'))}"
+
+
+def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    if "error" in db:
+        yield ("ERROR", db["error"])
+    for number, section in enumerate(("latency", "fanout", "replay"), 1):
+        if "error" in db.get(section, {}):
+            yield (f"{number}. {section}: ERROR", db[section]["error"][:100])
+    latency = db.get("latency")
+    if latency and "in_process" in latency:
+        yield (f"1. latency, 1 viewer, 1 line / {latency['interval'] * 1000:g} ms, {latency['server']}", "")
+        for case, label in (("in_process", "(a) job in the serving process"),
+                            ("other_process", "(b) job in another process (poller)")):  # fmt: skip
+            yield (f"   {label}: print -> client p50 / p99", _pair(latency[case]["print_to_arrival"]))
+            yield (f"      {label[:3]} of which print -> t (flush) p50 / p99", _pair(latency[case]["print_to_t"]))
+            yield (f"      {label[:3]} of which t -> client p50 / p99", _pair(latency[case]["t_to_arrival"]))
+        yield ("   baseline: same loop over a bare loopback socket", _pair(latency["loopback"]["print_to_arrival"]))
+    fanout = db.get("fanout")
+    if fanout and "runs" in fanout:
+        yield (f"2. fan-out, {fanout['viewers']} viewers, {fanout['lines']:,} lines at 1 / "
+               f"{fanout['interval'] * 1000:g} ms", "")  # fmt: skip
+        for run in fanout["runs"]:
+            tag = f"   [{run['config']}]"
+            if "error" in run or "latency" not in run:
+                yield (f"{tag} ERROR", run.get("error", "did not finish")[:100])
+                continue
+            yield (f"{tag} viewers with every line, exact",
+                   f"{run['viewers_complete']} / {fanout['viewers']} ({run['lines_delivered']:,} lines; "
+                   f"min {run['min_lines_per_viewer']:,} of {run['lines_expected']:,})")  # fmt: skip
+            latency = run["latency"]
+            yield (f"{tag} print -> client p50 / p99 (worst viewer p99)",
+                   f"{_pair(latency['print_to_arrival'])} ({_ms(run['worst_viewer_p99'])})")  # fmt: skip
+            for group, label in (("job_worker", "job's worker"), ("other_workers", "other workers (poller)")):
+                item = run["latency_by_worker"][group]
+                if item["viewers"]:
+                    yield (f"{tag}   viewers in the {label}: n; p50 / p99",
+                           f"{item['viewers']}; {_pair(item)}")  # fmt: skip
+            yield (f"{tag} time to first byte p50 / max; viewers waiting > 1 s",
+                   f"{_ms(run['ttfb']['p50'])} / {_ms(run['ttfb']['max'])}; "
+                   f"{run['viewers_waiting_over_1s']}")  # fmt: skip
+            connections = "+".join(str(count) for count in sorted(run["connections_per_worker"].values()))
+            rate = run["job_lines_per_s"]
+            yield (f"{tag} job's own rate; client connections per worker (peak)",
+                   f"{rate or 0:,.0f} lines/s; {connections}")  # fmt: skip
+            job_pid = str(run["job_ran_in_worker"])
+            per_worker = " + ".join(
+                f"{cores:.2f}{'*' if pid == job_pid else ''}" for pid, cores in run["worker_cores"].items()
+            )
+            yield (f"{tag} server CPU (cores, avg: master + workers, * = job's)", per_worker)
+            yield (f"{tag} server CPU total (cores, avg); RSS before -> peak",
+                   f"{run['server_cores']:.2f}; {run['rss_before_mb']:.0f} -> {run['rss_peak_mb']:.0f} MB")  # fmt: skip
+            if "no_viewer" in run:
+                alone = run["no_viewer"]["server_cores"]
+                yield (f"{tag} baseline: same job, no viewer: server CPU (cores)", f"{alone:.2f}")
+            admin = run["admin_under_load"]
+            yield (f"{tag} admin changelist p50 / p99 (max; n)",
+                   f"{_pair(admin)} ({_ms(admin['max'])}; {admin['n']})")  # fmt: skip
+            yield (f"{tag} baseline: admin changelist idle p50 / p99", _pair(run["admin_idle"]))
+            if run.get("database_per_s"):
+                activity = run["database_per_s"]
+                yield (f"{tag} PostgreSQL transactions/s; sessions opened/s",
+                       f"{activity['transactions']:,.0f}; {activity['sessions']:,.0f}")  # fmt: skip
+            yield (f"{tag} CPU (cores) of the client; bench process; other processes",
+                   f"{run['client_cpu_share']:.2f}; {run['bench_process_cores']:.2f}; "
+                   f"{run['other_processes_cores']:.2f}")  # fmt: skip
+    replay = db.get("replay")
+    if replay and "lines" in replay:
+        yield (f"3. replay of a finished {replay['lines']:,}-line run, {replay['server']}", "")
+        labels = {
+            "rows_after_chunks": "in-process: chunked rows_after reads only",
+            "rows_after_plain_text": "in-process: reads + plain-text format",
+            "rows_after_sse": "in-process: reads + SSE format",
+            "list_lines_all": "baseline: list(job.lines.all())",
+        }
+        for phase, title in (("analyzed", "after ANALYZE"), ("fresh", "fresh run, no ANALYZE yet (1 run)")):
+            if phase not in replay:
+                continue
+            yield (f"   {title}", "")
+            for kind in ("log.txt", "events"):
+                item = replay[phase][kind]
+                yield (f"   {phase[:5]} {kind}: lines/s; worker peak RSS growth",
+                       f"{item['lines_per_s']:,.0f}; {item['rss_growth_mb']:.1f} MB"
+                       f"{'' if item['exact'] else ' (NOT EXACT)'}")  # fmt: skip
+            for name, label in labels.items():
+                if name in replay[phase]:
+                    item = replay[phase][name]
+                    yield (
+                        f"   {phase[:5]} {label}",
+                        f"{item['lines_per_s']:,.0f} lines/s; {item['rss_growth_mb']:.1f} MB",
+                    )
+
+
+def print_table(results: dict[str, Any]) -> None:
+    databases = results["databases"]
+    names = list(databases)
+    columns = {name: dict(table_rows(databases[name])) for name in names}
+    labels: list[str] = []
+    for name in names:  # every database's rows, each after the row it follows there
+        previous = None
+        for label, _ in table_rows(databases[name]):
+            if label not in labels:
+                labels.insert(labels.index(previous) + 1 if previous is not None else len(labels), label)
+            previous = label
+    width = max(len(label) for label in labels)
+    value_width = max([len(value) for column in columns.values() for value in column.values()] + [10])
+    code = results["code"]
+    dirty = f", {len(code['uncommitted'])} uncommitted files" if code["uncommitted"] else ""
+    changed = " (CHANGED during the run: figures may mix versions)" if code.get("changed_during_run") else ""
+    print(f"Streaming benchmark ({', '.join(names)}); code {code['commit']}{dirty}, digest {code['digest']}{changed}",
+          file=sys.stderr)  # fmt: skip
+    print(f"  {'':<{width}}  " + "  ".join(f"{name:<{value_width}}" for name in names), file=sys.stderr)
+    for label in labels:
+        values = [columns[name].get(label, "") for name in names]
+        print(f"  {label:<{width}}  " + "  ".join(f"{value:<{value_width}}" for value in values), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

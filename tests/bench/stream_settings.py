@@ -1,0 +1,17 @@
+"""Settings of the streaming benchmark (its gunicorn servers and its own process): the
+project's production settings (config.settings, DEBUG off) plus this package as an app, so
+that its job module (tests/bench/jobs.py: bench.clock) is discovered like any app's.
+
+Only two things differ from production: static files are served without a manifest (no
+collectstatic for a benchmark database), and passwords hash fast.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "benchmark-only-not-a-secret")
+
+from config.settings import *  # noqa: E402,F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.bench"]  # noqa: F405
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
