@@ -31,14 +31,14 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
-from jobs.live import JobChanged, Row, StoredLines, StreamsClosing, Subscription, hub, rows_of
+from jobs.live import JobChanged, JobState, Row, StoredLines, StreamsClosing, Subscription, hub, rows_of
 from jobs.models import Job, LogLine
 from jobs.poller import poller
 from jobs.writer import Batch
 
 #: Lines per database read while replaying: large enough to stream fast, small enough to
 #: keep a viewer's memory flat whatever the log's size.
-REPLAY_CHUNK = 2000
+REPLAY_CHUNK = 10_000
 
 #: Seconds between checks that a WSGI client is still connected while its stream is idle.
 DISCONNECT_CHECK = 2.0
@@ -130,28 +130,38 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             yield Heartbeat()
             continue
         items, overflowed = published
-        changed = overflowed
+        reload = overflowed  # the hub dropped items: read the row (and the lines) again
+        stored = last  # lines the run is known to have stored
         for item in items:
             if isinstance(item, StreamsClosing):
                 return last  # the server is shutting down; the client resumes from `last`
             if isinstance(item, JobChanged):
-                changed = True
+                if item.state is None or not _same_status(job, item.state):
+                    reload = True
+                    continue
+                # The poller's news of a run of another process: no read of our own.
+                state = item.state
+                yield from progress.changed(Progress(state.progress_done, state.progress_total, state.progress_message))
+                stored = max(stored, state.line_count)
                 continue
             last = yield from _send_new_lines(job_id, last, item)
             if isinstance(item, Batch) and item.progress is not None:
                 yield from progress.changed(Progress(item.progress.done, item.progress.total, item.progress.message))
-        if changed:
-            job = yield Read(partial(load_job, job_id))
-            if job is None:
-                return last
-            if job.is_finished:
-                break  # its last lines first, then its final status
-            if _status_view(job) != status_sent:
-                yield Status(job)
-                status_sent = _status_view(job)
-            yield from progress.changed(_progress(job))
-            if overflowed or job.line_count > last:
+        if not reload:
+            if stored > last:  # the poller publishes a run's lines before the change that counts them
                 last = yield from replay(job_id, last)
+            continue
+        job = yield Read(partial(load_job, job_id))
+        if job is None:
+            return last
+        if job.is_finished:
+            break  # its last lines first, then its final status
+        if _status_view(job) != status_sent:
+            yield Status(job)
+            status_sent = _status_view(job)
+        yield from progress.changed(_progress(job))
+        if overflowed or job.line_count > last:
+            last = yield from replay(job_id, last)
     last = yield from replay(job_id, last)
     yield from progress.changed(_progress(job))
     if _status_view(job) != status_sent:
@@ -175,6 +185,11 @@ def _send_new_lines(job_id: uuid.UUID, last: int, item: Batch | StoredLines) -> 
 
 def _status_view(job: Job) -> tuple[Any, ...]:
     return (job.status, job.error, job.cancel_requested, job.started_at, job.finished_at)
+
+
+def _same_status(job: Job, state: JobState) -> bool:
+    """Whether the run's status is still the one of `job` (its times change only with it)."""
+    return (job.status, job.error, job.cancel_requested) == (state.status, state.error, state.cancel_requested)
 
 
 def _progress(job: Job) -> Progress:
@@ -240,6 +255,14 @@ def _start(job_id: uuid.UUID, after: int, live: bool) -> tuple[Subscription | No
     return subscription, follow(job_id, after)
 
 
+def _next_step(plan: Plan, result: Any) -> Event | Read | Wait | None:
+    """Send the plan the result of its last step; its next step, or None when it is done."""
+    try:
+        return plan.send(result)
+    except StopIteration:
+        return None
+
+
 def events(
     job_id: uuid.UUID, after: int, *, live: bool, client_gone: Callable[[], bool] | None = None
 ) -> Iterator[Event]:
@@ -248,23 +271,20 @@ def events(
     subscription, plan = _start(job_id, after, live)
     database = ViewerDatabase()
     try:
-        result: Any = None
-        while True:
-            try:
-                step = plan.send(result)
-            except StopIteration:
-                return
-            result = None
+        step = _next_step(plan, None)
+        while step is not None:
             if isinstance(step, Read):
-                result = database.read(step.call)
+                step = _next_step(plan, database.read(step.call))
             elif isinstance(step, Wait):
                 assert subscription is not None  # only a live plan waits
                 database.release()
-                result = _wait(subscription, client_gone)
-                if result is _CLIENT_GONE:
+                published = _wait(subscription, client_gone)
+                if published is _CLIENT_GONE:
                     return
+                step = _next_step(plan, published)
             else:
                 yield step
+                step = _next_step(plan, None)
     finally:
         plan.close()
         database.release()
@@ -296,22 +316,18 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
     database = ViewerDatabase()
     read = sync_to_async(database.read)
     try:
-        result: Any = None
-        while True:
-            try:
-                step = plan.send(result)
-            except StopIteration:
-                return
-            result = None
+        step = _next_step(plan, None)
+        while step is not None:
             if isinstance(step, Read):
-                result = await read(step.call)
+                step = _next_step(plan, await read(step.call))
             elif isinstance(step, Wait):
                 assert subscription is not None  # only a live plan waits
                 await sync_to_async(database.release)()
                 ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
-                result = subscription.take() if ready else None
+                step = _next_step(plan, subscription.take() if ready else None)
             else:
                 yield step
+                step = _next_step(plan, None)
     finally:
         plan.close()
         if subscription is not None:

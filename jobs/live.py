@@ -8,13 +8,18 @@ far behind is marked as overflowed and must catch up from the database instead, 
 viewer never holds memory or slows the job down.
 
 A subscriber waits on a condition (threads) or an asyncio event (ASGI): an idle viewer
-costs nothing until something is published or its wait times out.
+costs nothing until something is published or its wait times out. A run flooding a crowd
+of viewers would wake each of them for every stored batch (a few lines each), which costs
+the serving process more than the streams themselves; so after each take a subscriber
+pauses in proportion to the run's number of subscribers (see `Subscription.pause`), and
+the run's viewers cost at most about WAKEUPS_PER_SECOND wake-ups per second together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -25,6 +30,12 @@ from jobs.writer import Batch
 
 #: Items a subscriber may hold before it is cut off and told to read the database.
 SUBSCRIBER_BUFFER = 1024
+
+#: Wake-ups per second that all the subscribers of one run may cost together, at most...
+WAKEUPS_PER_SECOND = 5000
+#: ...unless that would hold a line back longer than this (seconds): past 500 viewers, the
+#: wake-ups grow with the viewers again, at 1 / MAX_PAUSE per viewer.
+MAX_PAUSE = 0.1
 
 #: (number, stream, created_at, text): one stored line, as viewers see it. created_at is a
 #: datetime for live lines, the database's text for lines read back (jobs.formats reads both).
@@ -42,10 +53,25 @@ class StoredLines:
 
 
 @dataclass(frozen=True)
+class JobState:
+    """The columns of a run's row that its viewers follow, as the poller read them."""
+
+    status: str
+    error: str
+    cancel_requested: bool
+    line_count: int
+    progress_done: float | None
+    progress_total: float | None
+    progress_message: str
+
+
+@dataclass(frozen=True)
 class JobChanged:
-    """The run's row changed (status, progress or line count): read it again."""
+    """The run's row changed (status, progress or line count). With `state`, the poller
+    says what it is now, so that a crowd of viewers need not each read the row again."""
 
     job_id: uuid.UUID
+    state: JobState | None = None
 
 
 @dataclass(frozen=True)
@@ -68,8 +94,11 @@ def rows_of(item: Batch | StoredLines) -> list[Row]:
 
 
 class Subscription:
-    def __init__(self, job_id: uuid.UUID) -> None:
+    def __init__(self, job_id: uuid.UUID, crowd: set[Subscription] | None = None) -> None:
         self.job_id = job_id
+        #: All the run's subscribers (shared with the hub): their number sets the pause.
+        self._crowd = crowd if crowd is not None else {self}
+        self._pause_until = 0.0
         self.overflowed = False
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
@@ -97,16 +126,33 @@ class Subscription:
             items = list(self._items)
             self._items.clear()
             overflowed, self.overflowed = self.overflowed, False
-            return items, overflowed
+        self._pause_until = time.monotonic() + self.pause()
+        return items, overflowed
+
+    def pause(self) -> float:
+        """Seconds to let items gather after a take before waking for more: none for a lone
+        viewer, 40 ms for 200 viewers of the run, MAX_PAUSE from 500 on."""
+        return min(MAX_PAUSE, len(self._crowd) / WAKEUPS_PER_SECOND)
+
+    def _pause_left(self, timeout: float) -> float:
+        return max(0.0, min(timeout, self._pause_until - time.monotonic()))
 
     def wait(self, timeout: float) -> bool:
         """Block until something is published (True) or `timeout` passes (False)."""
+        pause = self._pause_left(timeout)
+        if pause:
+            time.sleep(pause)  # publishers meanwhile only append: no thread is woken
+            timeout -= pause
         with self._ready:
             if self._items or self.overflowed:
                 return True
             return self._ready.wait(timeout)
 
     async def wait_async(self, timeout: float) -> bool:
+        pause = self._pause_left(timeout)
+        if pause:
+            await asyncio.sleep(pause)
+            timeout -= pause
         event = asyncio.Event()
         with self._lock:
             if self._items or self.overflowed:
@@ -132,9 +178,10 @@ class LiveHub:
         self.watchers_changed = threading.Condition(self._lock)
 
     def subscribe(self, job_id: uuid.UUID) -> Subscription:
-        subscription = Subscription(job_id)
         with self._lock:
-            self._subscribers[job_id].add(subscription)
+            crowd = self._subscribers[job_id]
+            subscription = Subscription(job_id, crowd)
+            crowd.add(subscription)
             self.watchers_changed.notify_all()
             closing = self._closing
         if closing:

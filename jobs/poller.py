@@ -14,11 +14,12 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import fields
 
 from django.db import DatabaseError, connection
 
 from jobs.conf import runlog_settings
-from jobs.live import JobChanged, LiveHub, StoredLines, hub
+from jobs.live import JobChanged, JobState, LiveHub, StoredLines, hub
 from jobs.models import Job, LogLine
 
 logger = logging.getLogger(__name__)
@@ -26,15 +27,15 @@ logger = logging.getLogger(__name__)
 #: Most lines fetched for one run per query; a run that printed more is fetched again at once.
 FETCH_LIMIT = 5000
 
-#: The columns of a run whose change its viewers must see.
-WATCHED_FIELDS = ("id", "status", "line_count", "progress_done", "progress_total", "progress_message", "error")
+#: The columns of a run whose change its viewers must see: the run's id, then JobState's.
+WATCHED_FIELDS = ("id", *(column.name for column in fields(JobState)))
 
 
 class Poller:
     def __init__(self, hub: LiveHub) -> None:
         self._hub = hub
         # Per watched run: the last row seen, and how many of its lines were published.
-        self._seen: dict[uuid.UUID, tuple[object, ...]] = {}
+        self._seen: dict[uuid.UUID, JobState] = {}
         self._published: dict[uuid.UUID, int] = {}
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -71,20 +72,23 @@ class Poller:
     def poll(self, watched: set[uuid.UUID]) -> bool:
         """One tick: publish what changed in the watched runs. True if some run has more
         new lines than one fetch took."""
-        for job_id in set(self._seen) - watched:
-            del self._seen[job_id]
-            self._published.pop(job_id, None)
+        for job_id in set(self._published) - watched:
+            del self._published[job_id]
+            self._seen.pop(job_id, None)
         behind = False
-        for row in Job.objects.filter(pk__in=watched).values_list(*WATCHED_FIELDS):
-            job_id, line_count = row[0], row[2]
+        for job_id, *columns in Job.objects.filter(pk__in=watched).values_list(*WATCHED_FIELDS):
+            state = JobState(*columns)
             if job_id not in self._published:
                 # First sight: its viewers read the database up to now themselves.
-                self._published[job_id] = line_count
-            elif line_count > self._published[job_id]:
-                behind |= self._publish_lines(job_id, line_count)
-            if self._seen.get(job_id) != row:
-                self._seen[job_id] = row
-                self._hub.publish(JobChanged(job_id))
+                self._published[job_id] = state.line_count
+            elif state.line_count > self._published[job_id] and self._publish_lines(job_id, state.line_count):
+                # More lines than one fetch: the change waits until they are all published,
+                # so that its viewers do not each read the rest themselves (jobs.follow).
+                behind = True
+                continue
+            if self._seen.get(job_id) != state:
+                self._seen[job_id] = state
+                self._hub.publish(JobChanged(job_id, state))
         return behind
 
     def _publish_lines(self, job_id: uuid.UUID, line_count: int) -> bool:

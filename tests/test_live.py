@@ -1,0 +1,189 @@
+"""The hub and the poller under a crowd of viewers: a crowd's viewers pause between takes
+so that a flooding run wakes them in bursts, and the poller tells the viewers of a run of
+another process what changed, so that they need not each read its row again."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from jobs.follow import Lines, Progress, Read, Status, Wait, follow
+from jobs.live import MAX_PAUSE, WAKEUPS_PER_SECOND, JobChanged, JobState, LiveHub, StoredLines, Subscription
+from jobs.models import Job, JobStatus, LogLine
+from jobs.poller import Poller
+
+
+def crowd_of(hub: LiveHub, job_id: uuid.UUID, viewers: int) -> list[Subscription]:
+    return [hub.subscribe(job_id) for _ in range(viewers)]
+
+
+def stored_lines(job_id: uuid.UUID, first: int, last: int) -> StoredLines:
+    now = timezone.now()
+    return StoredLines(job_id, [(number, "stdout", now, f"line {number}") for number in range(first, last + 1)])
+
+
+def test_a_lone_viewer_does_not_wait_for_lines_to_gather() -> None:
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    (viewer,) = crowd_of(hub, job_id, 1)
+    assert viewer.pause() < 0.001
+    for number in (1, 2):
+        hub.publish(stored_lines(job_id, number, number))
+        assert viewer.wait(5)
+        assert [item.rows[0][0] for item in published(viewer)] == [number]
+
+
+def test_a_crowd_lets_a_flood_gather_between_takes() -> None:
+    """500 viewers of a run: each pauses MAX_PAUSE after a take, and what the run published
+    meanwhile (here 20 batches) comes in one take instead of 20 wake-ups."""
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    viewers = crowd_of(hub, job_id, 500)
+    viewer = viewers[0]
+    assert viewer.pause() == MAX_PAUSE
+    hub.publish(stored_lines(job_id, 1, 1))
+    assert viewer.wait(5)
+    viewer.take()
+    took_at = time.monotonic()
+
+    def flood() -> None:
+        for number in range(2, 22):
+            hub.publish(stored_lines(job_id, number, number))
+
+    publisher = threading.Thread(target=flood)
+    publisher.start()
+    publisher.join()
+    assert viewer.wait(5)
+    assert time.monotonic() - took_at >= MAX_PAUSE
+    items, overflowed = viewer.take()
+    assert [item.rows[0][0] for item in items] == list(range(2, 22))
+    assert not overflowed
+
+
+def test_a_paused_viewer_still_times_out_on_time() -> None:
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    viewer = crowd_of(hub, job_id, 500)[0]
+    viewer.take()
+    assert not viewer.wait(0.01)  # the heartbeat's timeout bounds the pause too
+
+
+def test_the_pause_follows_the_number_of_viewers() -> None:
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    viewers = crowd_of(hub, job_id, 200)
+    assert viewers[0].pause() == pytest.approx(0.04)
+    for viewer in viewers[1:]:
+        hub.unsubscribe(viewer)
+    assert viewers[0].pause() == pytest.approx(1 / WAKEUPS_PER_SECOND)
+
+
+# --- the poller -----------------------------------------------------------------------------------
+
+
+def running_run() -> Job:
+    return Job.objects.create(name="demo.echo", params={}, status=JobStatus.RUNNING, started_at=timezone.now())
+
+
+def store(job: Job, first: int, last: int) -> None:
+    now = timezone.now()
+    LogLine.objects.bulk_create(
+        LogLine(job=job, number=n, text=f"line {n}", created_at=now) for n in range(first, last + 1)
+    )
+    Job.objects.filter(pk=job.pk).update(line_count=last)
+
+
+def published(viewer: Subscription) -> list[Any]:
+    items, overflowed = viewer.take()
+    assert not overflowed
+    return items
+
+
+@pytest.mark.django_db
+def test_the_poller_publishes_lines_then_the_change_that_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("jobs.poller.FETCH_LIMIT", 10)
+    hub = LiveHub()
+    poller = Poller(hub)
+    job = running_run()
+    viewer = hub.subscribe(job.id)
+
+    assert not poller.poll({job.id})  # first sight: its viewers read what is stored themselves
+    (first,) = published(viewer)
+    assert isinstance(first, JobChanged) and first.state is not None
+    assert first.state.line_count == 0
+
+    store(job, 1, 25)
+    Job.objects.filter(pk=job.pk).update(progress_done=25, progress_total=100)
+    # 25 new lines, 10 per fetch: the change waits until its lines are all published.
+    assert poller.poll({job.id})
+    assert [type(item) for item in published(viewer)] == [StoredLines]
+    assert poller.poll({job.id})
+    assert [type(item) for item in published(viewer)] == [StoredLines]
+    assert not poller.poll({job.id})
+    lines, change = published(viewer)
+    assert [row[0] for row in lines.rows] == list(range(21, 26))
+    assert isinstance(change, JobChanged) and change.state is not None
+    assert (change.state.line_count, change.state.progress_done, change.state.progress_total) == (25, 25, 100)
+
+    assert not poller.poll({job.id})  # nothing changed: nothing published
+    assert published(viewer) == []
+
+
+# --- the follow plan, fed by hand -------------------------------------------------------------------
+
+
+def start_following(job: Job) -> tuple[Any, Any]:
+    """The follow plan of `job` from line 0, run up to its first wait for the hub."""
+    plan = follow(job.id, 0)
+    step = next(plan)
+    while not isinstance(step, Wait):
+        step = plan.send(step.call() if isinstance(step, Read) else None)
+    return plan, step
+
+
+def job_changed(job: Job, **changes: Any) -> JobChanged:
+    state = {
+        "status": job.status, "error": job.error, "cancel_requested": job.cancel_requested,
+        "line_count": job.line_count, "progress_done": job.progress_done,
+        "progress_total": job.progress_total, "progress_message": job.progress_message,
+    }  # fmt: skip
+    return JobChanged(job.id, JobState(**{**state, **changes}))
+
+
+@pytest.mark.django_db
+def test_a_viewer_takes_the_pollers_news_without_reading_the_run_again() -> None:
+    job = running_run()
+    plan, _ = start_following(job)
+    news = [stored_lines(job.id, 1, 3), job_changed(job, line_count=3, progress_done=3, progress_total=10)]
+    lines = plan.send((news, False))
+    assert isinstance(lines, Lines) and [row[0] for row in lines.rows] == [1, 2, 3]
+    progress = plan.send(None)
+    assert progress == Progress(3, 10, "")
+    assert isinstance(plan.send(None), Wait)  # and no Read of the run's row
+
+
+@pytest.mark.django_db
+def test_a_viewer_reads_the_lines_the_poller_counted_but_did_not_bring() -> None:
+    job = running_run()
+    plan, _ = start_following(job)
+    store(job, 1, 4)
+    step = plan.send(([job_changed(job, line_count=4)], False))
+    assert isinstance(step, Read)
+    lines = plan.send(step.call())
+    assert isinstance(lines, Lines) and [row[0] for row in lines.rows] == [1, 2, 3, 4]
+
+
+@pytest.mark.django_db
+def test_a_viewer_reads_the_run_again_when_its_status_changes() -> None:
+    job = running_run()
+    plan, _ = start_following(job)
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    step = plan.send(([job_changed(job, cancel_requested=True)], False))
+    assert isinstance(step, Read)
+    status = plan.send(step.call())
+    assert isinstance(status, Status) and status.job.cancel_requested
