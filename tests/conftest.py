@@ -4,19 +4,26 @@ threads and subprocesses use their own connections, so the data must be committe
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
 
+from jobs.launcher import create_run, launch
 from jobs.models import Job, LogLine
+from jobs.runner import get_runner
+from tests.sse_client import HttpStream, Line, request
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 #: Seconds to wait for something that should happen soon: a generous bound that only a
@@ -24,6 +31,17 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 WAIT = 60.0
 
 Result = TypeVar("Result")
+
+#: (method, URL pattern) of every page and endpoint of one run; `{}` stands for its id.
+RUN_URLS = [
+    ("get", "/jobs/{}/"),
+    ("get", "/jobs/{}/log.txt"),
+    ("get", "/jobs/{}/events"),
+    ("get", "/jobs/{}/lines"),
+    ("get", "/jobs/{}/status"),
+    ("post", "/jobs/{}/cancel"),
+    ("post", "/jobs/{}/rerun"),
+]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -98,6 +116,53 @@ def assert_contiguous(job: Job) -> None:
     assert numbers == list(range(1, job.line_count + 1))
 
 
+def stored_lines(job: Job) -> list[Line]:
+    rows = LogLine.objects.filter(job=job).order_by("number").values_list("number", "stream", "created_at", "text")
+    return [(number, stream, created_at.isoformat(), text) for number, stream, created_at, text in rows]
+
+
+class LocalRuns:
+    """Runs of this test process (for a server: runs of another process)."""
+
+    def __init__(self) -> None:
+        self.runs: list[Job] = []
+        self.held: list[Job] = []
+
+    def launch(self, name: str, **params: Any) -> Job:
+        job = launch(name, **params)
+        self.runs.append(job)
+        return job
+
+    def create(self, name: str, **params: Any) -> Job:
+        """A queued run that starts only on `start(job)`: a viewer can connect first, so
+        that every line it gets is a live one."""
+        job = create_run(name, params)
+        self.runs.append(job)
+        self.held.append(job)
+        return job
+
+    def start(self, job: Job) -> None:
+        self.held.remove(job)
+        get_runner().submit(job.id)
+
+    def finish(self) -> None:
+        """Cancel what still runs and wait for it, so that no job writes into the database
+        while the test's data is flushed."""
+        for job in list(self.held):
+            self.start(job)
+        for job in self.runs:
+            get_runner().cancel(job.id)
+        if self.runs:
+            wait_finished(*self.runs)
+
+
+@pytest.fixture
+def local_runs() -> Iterator[LocalRuns]:
+    runs = LocalRuns()
+    yield runs
+    runs.finish()
+
+
 @pytest.fixture
 def subprocess_env(transactional_db: Any) -> dict[str, str]:
     """Environment for a child process (e.g. manage.py runjob) that uses the test database."""
@@ -169,14 +234,28 @@ def start_gunicorn(env: dict[str, str], log_path: Path, *extra_args: str) -> Liv
     return server
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = WAIT, *, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `grace` seconds. With `group`, to
+    its whole process group (gunicorn's workers are in its group)."""
+    if process.poll() is not None:
+        return
+
+    def send(signum: int) -> None:
+        if group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait()
+
+
 def stop_server(server: LiveServer) -> None:
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait()
+    stop_process(server.process, 40, group=True)
 
 
 @pytest.fixture
@@ -187,6 +266,87 @@ def live_server_gunicorn(subprocess_env: dict[str, str], tmp_path: Path) -> Iter
     stop_server(server)
 
 
+def _start_process(args: list[str], env: dict[str, str], log_path: Path, port: int) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            args, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"{args[0]} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            status, _, _ = request(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
+            return status == 200
+        except OSError:
+            return False
+
+    wait_for(answers, f"{args} to answer")
+    return process
+
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {tmp}/nginx-access.log;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            # nginx's defaults (proxy_buffering on, HTTP/1.0 upstream): the app's
+            # X-Accel-Buffering: no is what must turn buffering off for the stream.
+            proxy_pass {upstream};
+            proxy_set_header Host $http_host;
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture(params=["runserver", "waitress", "nginx"])
+def other_server(
+    request: pytest.FixtureRequest, subprocess_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, Callable[[], str]]]:
+    """(base URL, the server's log) of a server that is not plain gunicorn."""
+    port = free_port()
+    log_path = tmp_path / f"{request.param}.log"
+    if request.param == "runserver":
+        args = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
+        process = _start_process(args, subprocess_env, log_path, port)
+        yield f"http://127.0.0.1:{port}", lambda: log_path.read_text(errors="replace")
+        stop_process(process)
+    elif request.param == "waitress":
+        waitress = Path(sys.executable).with_name("waitress-serve")
+        if not waitress.exists():
+            pytest.skip("waitress is not installed (requirements/dev.txt)")
+        args = [str(waitress), f"--port={port}", "--host=127.0.0.1", "config.wsgi:application"]
+        process = _start_process(args, subprocess_env, log_path, port)
+        yield f"http://127.0.0.1:{port}", lambda: log_path.read_text(errors="replace")
+        stop_process(process)
+    else:
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+        if nginx is None:
+            missing_tool("nginx is not installed (apt-get install nginx-light)")
+        upstream = start_gunicorn(subprocess_env, tmp_path / "gunicorn.log")
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=upstream.url))
+        try:
+            process = _start_process([nginx, "-p", str(tmp_path), "-c", str(conf)], subprocess_env, log_path, port)
+            yield f"http://127.0.0.1:{port}", lambda: upstream.log() + (tmp_path / "nginx-error.log").read_text()
+            stop_process(process)
+        finally:
+            stop_server(upstream)
+
+
 @pytest.fixture
 def staff_user(transactional_db: Any) -> Any:
     from django.contrib.auth import get_user_model
@@ -194,11 +354,105 @@ def staff_user(transactional_db: Any) -> Any:
     return get_user_model().objects.create_superuser("staff", "staff@example.com", "staff-password")
 
 
-@pytest.fixture
-def session_cookie(staff_user: Any) -> str:
-    """`Cookie` header value of a logged-in superuser session, for HTTP clients of a live server."""
+def session_cookie_of(user: Any) -> str:
+    """`Cookie` header value of a logged-in session of `user`."""
     from django.test import Client
 
     client = Client()
-    client.force_login(staff_user)
+    client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}"
+
+
+@pytest.fixture
+def session_cookie(staff_user: Any) -> str:
+    """`Cookie` header value of a logged-in superuser session, for HTTP clients of a live server."""
+    return session_cookie_of(staff_user)
+
+
+# --- A live server's pages and streams, over HTTP --------------------------------------------------
+
+#: A run's permalink, as a launch redirects to it and as `manage.py runjob` prints it first.
+PERMALINK = re.compile(r"/jobs/(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/")
+
+#: gunicorn's access log with the worker's pid, to see which worker served each request.
+ACCESS_LOG_FORMAT = 'pid=%(p)s "%(r)s" %(s)s'
+
+#: How a client that reconnects tells the events stream the last line it has.
+RESUME_MODES = ("last_event_id", "offset", "both")
+
+
+def csrf_of(page_url: str, cookie: str) -> tuple[str, str]:
+    """(form token, Cookie header with the CSRF cookie) from a page with a form, as a
+    browser has them."""
+    status, headers, body = request(page_url, headers={"Cookie": cookie}, timeout=WAIT)
+    assert status == 200, body[:500]
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+    csrf_cookie = re.search(r"csrftoken=([^;,\s]+)", headers.get("set-cookie", ""))
+    assert token and csrf_cookie, f"{page_url} has no CSRF token"
+    return token[1].decode(), f"{cookie}; csrftoken={csrf_cookie[1]}"
+
+
+def launch_url(server_url: str, name: str) -> str:
+    """The admin's launch form of the job `name`."""
+    return f"{server_url}/admin/jobs/job/launch/{name}/"
+
+
+def post_launch_form(url: str, token: str, cookies: str, **params: Any) -> uuid.UUID:
+    """Submit a launch form with the token and cookies of `csrf_of(url, ...)`; the new run's id."""
+    form = urlencode({"csrfmiddlewaretoken": token, **params}).encode()
+    status, headers, body = request(
+        url,
+        method="POST",
+        body=form,
+        headers={"Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"},
+        timeout=WAIT,
+    )
+    assert status == 302, body[:1000]
+    match = PERMALINK.search(headers["location"])
+    assert match, headers["location"]
+    return uuid.UUID(match["id"])
+
+
+def launch_in_server(server_url: str, cookie: str, name: str, **params: Any) -> Job:
+    """Launch a run through the admin's launch form, so that it runs inside the server."""
+    url = launch_url(server_url, name)
+    token, cookies = csrf_of(url, cookie)
+    return Job.objects.get(pk=post_launch_form(url, token, cookies, **params))
+
+
+def get_log(server: LiveServer, job: Job, cookie: str, **query: Any) -> tuple[int, str]:
+    url = f"{server.url}/jobs/{job.id}/log.txt" + (f"?{urlencode(query)}" if query else "")
+    status, headers, body = request(url, headers={"Cookie": cookie}, timeout=WAIT)
+    if status == 200:
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+    return status, body.decode("utf-8")
+
+
+def events_url(server: LiveServer | str, job: Job, **query: Any) -> str:
+    base = server if isinstance(server, str) else server.url
+    return f"{base}/jobs/{job.id}/events" + (f"?{urlencode(query)}" if query else "")
+
+
+def open_events(
+    base: LiveServer | str,
+    job: Job,
+    cookie: str,
+    *,
+    last_event_id: int | None = None,
+    keep_alive: bool = False,
+    **query: Any,
+) -> HttpStream:
+    headers = {"Cookie": cookie, "Accept": "text/event-stream"}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    return HttpStream(events_url(base, job, **query), headers=headers, timeout=WAIT, keep_alive=keep_alive)
+
+
+def resume_events(base: LiveServer | str, job: Job, cookie: str, mode: str, last: int) -> HttpStream:
+    """Reconnect to the events after line `last`, the way `mode` (of RESUME_MODES) says."""
+    if mode == "last_event_id":
+        return open_events(base, job, cookie, last_event_id=last)
+    if mode == "offset":
+        return open_events(base, job, cookie, offset=last)
+    # The header wins over an offset that would repeat every line.
+    return open_events(base, job, cookie, last_event_id=last, offset=0)

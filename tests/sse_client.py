@@ -265,6 +265,17 @@ class SseEvent:
         return self.event == ":"
 
 
+#: (number, stream, ISO time, text): a line as a run's events stream sends it and as it is stored.
+Line = tuple[int, str, str, str]
+
+
+def line_of(event: SseEvent) -> Line:
+    """The line an id/data event of a run's stream carries; its `id:` must be its number."""
+    data = event.json
+    assert event.id == str(data["n"]), f"event id {event.id!r} is not the line number {data['n']}"
+    return (data["n"], data["stream"], data["t"], data["text"])
+
+
 class SseParser:
     """The text/event-stream grammar (WHATWG HTML, "Parsing an event stream"): lines end
     with LF, CRLF or CR; a blank line dispatches the event; `id`, `event`, `data`, `retry`

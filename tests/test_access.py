@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine
-from tests.conftest import wait_finished
+from tests.conftest import RUN_URLS, wait_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -338,19 +338,10 @@ def test_run_ids_are_random_uuid4() -> None:
 
 
 GUESSES = ["1", "2", "0", "-1", "00000000-0000-0000-0000-000000000001", "00000000000000000000000000000001"]
-ENDPOINTS = [
-    ("get", "/jobs/{}/"),
-    ("get", "/jobs/{}/log.txt"),
-    ("get", "/jobs/{}/events"),
-    ("get", "/jobs/{}/lines"),
-    ("get", "/jobs/{}/status"),
-    ("post", "/jobs/{}/cancel"),
-    ("post", "/jobs/{}/rerun"),
-]
 
 
 @pytest.mark.parametrize("guess", GUESSES)
-@pytest.mark.parametrize(("method", "pattern"), ENDPOINTS, ids=[pattern for _, pattern in ENDPOINTS])
+@pytest.mark.parametrize(("method", "pattern"), RUN_URLS, ids=[pattern for _, pattern in RUN_URLS])
 def test_guessed_ids_find_nothing(runs: Runs, method: str, pattern: str, guess: str) -> None:
     client, _ = client_as("superuser")
     before = effect_now(runs)

@@ -48,7 +48,7 @@ from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine
 from jobs.runner import start
 from jobs.views import TAIL_LINES
-from tests.conftest import assert_contiguous, run_now, wait_finished
+from tests.conftest import RUN_URLS, assert_contiguous, run_now, wait_finished
 from tests.test_endpoints import finished_run, parse_sse, streamed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -232,15 +232,6 @@ def test_a_zero_padded_count_means_its_number(admin: Client, stored_run: Job, pa
 
 # === Part 6: run ids ============================================================================
 
-RUN_URLS = [
-    ("get", "/jobs/{}/"),
-    ("get", "/jobs/{}/log.txt"),
-    ("get", "/jobs/{}/events"),
-    ("get", "/jobs/{}/lines"),
-    ("get", "/jobs/{}/status"),
-    ("post", "/jobs/{}/cancel"),
-    ("post", "/jobs/{}/rerun"),
-]
 MALFORMED_IDS = [
     "", "1", "-1", "../..", "%00", "null", "<script>", "a" * 5000,
     "00000000-0000-0000-0000-00000000000", "00000000-0000-0000-0000-0000000000000",

@@ -40,7 +40,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlencode
 
 import pytest
 from django.db import OperationalError, connection
@@ -51,33 +50,30 @@ from jobs.conf import runlog_settings
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.runner import start as start_runner
 from tests.conftest import (
-    PROJECT_DIR,
-    WAIT,
-    LiveServer,
-    assert_contiguous,
-    log_texts,
-    missing_tool,
-    start_gunicorn,
-    stop_server,
-    wait_finished,
-    wait_for,
-)
-from tests.sse_client import SseParser, request
-from tests.test_streaming import (  # noqa: F401 - local_runs and other_server are fixtures used here
     ACCESS_LOG_FORMAT,
     PERMALINK,
+    PROJECT_DIR,
     RESUME_MODES,
-    Line,
+    WAIT,
+    LiveServer,
     LocalRuns,
+    assert_contiguous,
     csrf_of,
     get_log,
     launch_in_server,
-    line_of,
-    local_runs,
+    launch_url,
+    log_texts,
+    missing_tool,
     open_events,
-    other_server,
+    post_launch_form,
+    resume_events,
+    start_gunicorn,
+    stop_server,
     stored_lines,
+    wait_finished,
+    wait_for,
 )
+from tests.sse_client import Line, SseParser, line_of, request
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -424,6 +420,18 @@ def assert_failed_for_storage(run: Job, state: Ticker) -> None:
     assert note.endswith("; the run was stopped.")
 
 
+def assert_outage_fails_the_run(
+    caplog: pytest.LogCaptureFixture, gives_up: str, what: str, timeout: float = WAIT
+) -> None:
+    """PostgreSQL stopped under a printing run until the logger `gives_up` reports giving up
+    on it, then started at once: the run ends failed for storage within `timeout` s."""
+    with ticking(caplog) as (run, state):
+        with postgres_outage("stop"):
+            wait_for(lambda: any(str(run.id) in m for m in messages(caplog, gives_up)), what)
+        wait_finished(run, timeout=timeout)
+    assert_failed_for_storage(run, state)
+
+
 @postgresql_only
 def test_database_away_past_the_retry_limit_fails_the_run_clearly(
     caplog: pytest.LogCaptureFixture, settings: Any
@@ -433,11 +441,7 @@ def test_database_away_past_the_retry_limit_fails_the_run_clearly(
     # pass the limit: with 4 s, after its attempt at about 3.2 s. The run's last line then
     # gets another 3.2 s of retries, which a starting PostgreSQL (about 1 s) fits in.
     settings.RUNLOG_DATABASE_RETRY_LIMIT = 4.0
-    with ticking(caplog) as (run, state):
-        with postgres_outage("stop"):
-            wait_for(lambda: any(str(run.id) in m for m in messages(caplog, "jobs.flusher")), "the writer to give up")
-        wait_finished(run)
-    assert_failed_for_storage(run, state)
+    assert_outage_fails_the_run(caplog, "jobs.flusher", "the writer to give up")
 
 
 @postgresql_only
@@ -446,13 +450,7 @@ def test_database_away_past_every_retry_fails_the_run_once_it_is_back(
 ) -> None:
     """PostgreSQL stopped until the run's worker has given up on recording its end too."""
     settings.RUNLOG_DATABASE_RETRY_LIMIT = 1.0
-    with ticking(caplog) as (run, state):
-        with postgres_outage("stop"):
-            wait_for(
-                lambda: any(str(run.id) in m for m in messages(caplog, "jobs.runner")), "the run's worker to give up"
-            )
-        wait_finished(run, timeout=LOST_WITHIN)
-    assert_failed_for_storage(run, state)
+    assert_outage_fails_the_run(caplog, "jobs.runner", "the run's worker to give up", timeout=LOST_WITHIN)
 
 
 #: How psycopg words a refused connection: two lines.
@@ -501,20 +499,12 @@ def test_50_concurrent_runs_in_gunicorn_keep_their_own_lines(
             return len(set(re.findall(r'pid=<?(\d+)>? "GET /admin/login/', server.log()))) == 2
 
         wait_for(both_workers_answer, "both gunicorn workers to answer")
-        url = f"{server.url}/admin/jobs/job/launch/demo.echo/"
+        url = launch_url(server.url, "demo.echo")
         token, cookies = csrf_of(url, session_cookie)
         texts = [f"run {index:02d} {uuid.uuid4().hex}" for index in range(50)]
 
         def launch(text: str) -> uuid.UUID:
-            form = urlencode({"csrfmiddlewaretoken": token, "text": text, "times": 1000}).encode()
-            status, headers, body = request(
-                url, method="POST", body=form, timeout=WAIT,
-                headers={"Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"},
-            )  # fmt: skip
-            assert status == 302, body[:1000]
-            match = PERMALINK.search(headers["location"])
-            assert match, headers["location"]
-            return uuid.UUID(match["id"])
+            return post_launch_form(url, token, cookies, text=text, times=1000)
 
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=25) as pool:
@@ -591,15 +581,9 @@ def watch_with_disconnects(
     for point in [*points, None]:
         last = received[-1][0] if received else 0
         resume = rng.choice(RESUME_MODES)
-        if resume == "last_event_id":
-            stream = open_events(base, run, cookie, last_event_id=last)
-        elif resume == "offset":
-            stream = open_events(base, run, cookie, offset=last)
-        else:
-            stream = open_events(base, run, cookie, last_event_id=last, offset=0)
         connection = Connection(resume, last)
         connections.append(connection)
-        with stream:
+        with resume_events(base, run, cookie, resume, last) as stream:
             if stream.status == 204:
                 assert point is None, f"204 after line {last}, with a departure at {point} to come"
                 connection.ending = "204"
@@ -678,9 +662,9 @@ def test_100_disconnects_during_a_flood_straight_to_gunicorn(
 
 @pytest.mark.parametrize("other_server", ["nginx"], indirect=True)
 def test_100_disconnects_during_a_flood_through_nginx(
-    other_server: tuple[str, Callable[[], str]],  # noqa: F811 - the fixture imported above
+    other_server: tuple[str, Callable[[], str]],
     session_cookie: str,
-    local_runs: LocalRuns,  # noqa: F811 - the fixture imported above
+    local_runs: LocalRuns,
 ) -> None:
     """nginx with its defaults (proxy_buffering on) in front of gunicorn; the run is one of
     this test process, followed by the server's poller."""

@@ -377,29 +377,28 @@ def test_rerun_that_cannot_launch_explains_why(
     assert Job.objects.count() == 1
 
 
-def test_rerun_needs_change_permission(viewer: Client) -> None:
+def assert_rerun_refused(client: Client, status: int, method: str = "post") -> None:
+    """Asked to re-run a finished run, the site answers `status` and creates no run."""
     job = make_job(status=JobStatus.SUCCEEDED)
-    assert viewer.post(reverse("jobs:rerun", args=[job.id])).status_code == 403
+    assert getattr(client, method)(reverse("jobs:rerun", args=[job.id])).status_code == status
     assert Job.objects.count() == 1
+
+
+def test_rerun_needs_change_permission(viewer: Client) -> None:
+    assert_rerun_refused(viewer, 403)
 
 
 def test_rerun_refuses_anonymous_users(client: Client) -> None:
-    job = make_job(status=JobStatus.SUCCEEDED)
-    assert client.post(reverse("jobs:rerun", args=[job.id])).status_code == 403
-    assert Job.objects.count() == 1
+    assert_rerun_refused(client, 403)
 
 
 def test_rerun_needs_post(operator: Client) -> None:
-    job = make_job(status=JobStatus.SUCCEEDED)
-    assert operator.get(reverse("jobs:rerun", args=[job.id])).status_code == 405
-    assert Job.objects.count() == 1
+    assert_rerun_refused(operator, 405, method="get")
 
 
 def test_rerun_needs_the_csrf_token(django_user_model: Any) -> None:
     client = client_for(make_user(django_user_model, "operator", "view_job", "change_job"), enforce_csrf_checks=True)
-    job = make_job(status=JobStatus.SUCCEEDED)
-    assert client.post(reverse("jobs:rerun", args=[job.id])).status_code == 403
-    assert Job.objects.count() == 1
+    assert_rerun_refused(client, 403)
 
 
 def test_rerun_of_an_unknown_run_is_404(operator: Client) -> None:

@@ -121,14 +121,20 @@ def test_enum_becomes_choices_of_its_members() -> None:
     assert clean(**REQUIRED)["colour"] is Colour.RED
 
 
+def assert_plain_defaults(values: dict[str, Any]) -> None:
+    """The defaults of every_type's parameters other than its enum, which the form shows
+    by its value."""
+    assert values["retries"] == 3
+    assert values["scale"] == 1.5
+    assert values["label"] == "x"
+    assert values["verbose"] is True
+    assert values["start"] == datetime.date(2024, 1, 31)
+    assert values["level"] == 2
+
+
 def test_defaults_are_the_initial_values() -> None:
     initial = {name: field.initial for name, field in fields().items()}
-    assert initial["retries"] == 3
-    assert initial["scale"] == 1.5
-    assert initial["label"] == "x"
-    assert initial["verbose"] is True
-    assert initial["start"] == datetime.date(2024, 1, 31)
-    assert initial["level"] == 2
+    assert_plain_defaults(initial)
     assert initial["shade"] == "dark-blue"  # the form shows an enum default by its value
     assert initial["count"] is None  # no default, nothing pre-filled
 
@@ -146,12 +152,7 @@ def test_labels_are_readable() -> None:
 def test_omitted_optional_parameters_take_their_defaults() -> None:
     values = clean(key="k", count=1, ratio=1, day="2024-01-01", mode="fast", colour="red")
 
-    assert values["retries"] == 3
-    assert values["scale"] == 1.5
-    assert values["label"] == "x"
-    assert values["verbose"] is True
-    assert values["start"] == datetime.date(2024, 1, 31)
-    assert values["level"] == 2
+    assert_plain_defaults(values)
     assert values["shade"] is Colour.DARK_BLUE
     assert values["flag"] is False
     assert values["limit"] is None

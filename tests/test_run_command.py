@@ -229,17 +229,27 @@ def kill_leftovers(pid_file: Path, run: Job) -> None:
         wait_finished(run)
 
 
+@contextmanager
+def timed_out_run(args: list[str], pid_file: Path, *, timeout: float, within: float) -> Iterator[Job]:
+    """Launch `args` with `timeout` and wait up to `within` s for the run to fail with
+    TimeoutExpired; on the way out, kill what `pid_file` lists should it still be there."""
+    run = launch_command(args, timeout=timeout)
+    try:
+        wait_finished(run, timeout=within)
+        assert run.status == JobStatus.FAILED
+        assert run.error.startswith("TimeoutExpired: ")
+        yield run
+    finally:
+        kill_leftovers(pid_file, run)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_timeout_kills_the_child_and_its_grandchild_and_raises(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     # The child starts a long-sleeping grandchild, notes both pids, then waits for it.
     args = ["sh", "-c", 'sleep 600 & echo "$$ $!" > "$0"; echo "waiting for the grandchild"; wait', str(pids)]
-    run = launch_command(args, timeout=2)
-    try:
-        # A surviving grandchild would hold the pipe open and the job would never end.
-        wait_finished(run, timeout=30)
-        assert run.status == JobStatus.FAILED
-        assert run.error.startswith("TimeoutExpired: ")
+    # A surviving grandchild would hold the pipe open and the job would never end.
+    with timed_out_run(args, pids, timeout=2, within=30) as run:
         assert "timed out after 2" in run.error
         assert log_texts(run)[:2] == [echo_line(args), "waiting for the grandchild"]
         assert log_texts(run, LogStream.STDERR)[-1].startswith("subprocess.TimeoutExpired: ")
@@ -247,8 +257,6 @@ def test_timeout_kills_the_child_and_its_grandchild_and_raises(tmp_path: Path) -
         child_pid, grandchild_pid = (int(pid) for pid in pids.read_text().split())
         wait_for(lambda: not pid_running(child_pid), "the child is gone", timeout=10)
         wait_for(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
-    finally:
-        kill_leftovers(pids, run)
 
 
 def test_outside_a_job_the_child_inherits_the_process_streams_and_the_exit_code_is_returned(
@@ -275,14 +283,8 @@ def test_timeout_also_kills_a_grandchild_left_holding_the_output_after_the_child
     pid_file = tmp_path / "pid"
     # The child exits at once; its grandchild sleeps on with the child's stdout and stderr.
     args = ["sh", "-c", 'sleep 600 & echo "$!" > "$0"; echo "left a grandchild"', str(pid_file)]
-    run = launch_command(args, timeout=1)
-    try:
-        # Generous against the 1 s timeout; without it the run would take the grandchild's 600 s.
-        wait_finished(run, timeout=15)
-        assert run.status == JobStatus.FAILED
-        assert run.error.startswith("TimeoutExpired: ")
+    # Generous against the 1 s timeout; without it the run would take the grandchild's 600 s.
+    with timed_out_run(args, pid_file, timeout=1, within=15) as run:
         assert log_texts(run)[:2] == [echo_line(args), "left a grandchild"]
         grandchild_pid = int(pid_file.read_text())
         wait_for(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
-    finally:
-        kill_leftovers(pid_file, run)

@@ -314,16 +314,20 @@ def _assert_cancelled(job: Job) -> None:
     assert_contiguous(job)
 
 
+def _cancel_here(job: Job) -> None:
+    """Cancel a run of this process through its runner, and check how it ended."""
+    assert get_runner().cancel(job.id) is True
+    wait_finished(job)
+    _assert_cancelled(job)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_cancel_in_process_interrupts_jobs_sleep() -> None:
     job = jobs.launch("runner_tests.sleep")
     wait_for(lambda: Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).exists(), "the run to start")
     wait_for_line(job, "sleeping")
 
-    assert get_runner().cancel(job.id) is True
-    wait_finished(job)
-
-    _assert_cancelled(job)
+    _cancel_here(job)
     assert log_texts(job) == ["sleeping", CANCELLED_NOTE]
     assert job.error == ""
     # A finished run is not this process's to cancel any more.
@@ -348,10 +352,7 @@ def test_cancel_stops_a_busy_loop_at_its_next_print() -> None:
     job = jobs.launch("runner_tests.busy")
     wait_for(lambda: LogLine.objects.filter(job=job).exists(), "the busy loop's first line")
 
-    assert get_runner().cancel(job.id) is True
-    wait_finished(job)
-
-    _assert_cancelled(job)
+    _cancel_here(job)
     assert "loop ended" not in log_texts(job)
 
 
@@ -360,10 +361,7 @@ def test_cancel_stops_a_job_at_its_next_checkpoint() -> None:
     job = jobs.launch("runner_tests.checkpoint")
     wait_for_line(job, "started")
 
-    assert get_runner().cancel(job.id) is True
-    wait_finished(job)
-
-    _assert_cancelled(job)
+    _cancel_here(job)
     # JobCancelled came out of checkpoint(), and the job could still print once it had.
     assert log_texts(job) == ["started", "stopped at a checkpoint", CANCELLED_NOTE]
 
@@ -380,10 +378,7 @@ def test_cancel_kills_run_command_children(on_term: str) -> None:
     child_pid, grandchild_pid = (int(pid) for pid in line.split()[1:])
     assert _process_alive(child_pid) and _process_alive(grandchild_pid)
 
-    assert get_runner().cancel(job.id) is True
-    wait_finished(job)
-
-    _assert_cancelled(job)
+    _cancel_here(job)
     assert "after the child" not in log_texts(job)
     assert not _process_alive(child_pid)  # run_command has reaped it before the run ended
     # The whole process group goes: the child's own child too.
@@ -395,10 +390,7 @@ def test_finally_blocks_can_print_after_a_cancel() -> None:
     job = jobs.launch("runner_tests.cleanup")
     wait_for_line(job, "working")
 
-    assert get_runner().cancel(job.id) is True
-    wait_finished(job)
-
-    _assert_cancelled(job)
+    _cancel_here(job)
     # JobCancelled is a BaseException (no "swallowed"), raised once: the cleanup's prints work.
     assert log_texts(job) == ["working", "cleaning up", "cleaned up", CANCELLED_NOTE]
 

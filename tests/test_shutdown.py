@@ -16,9 +16,8 @@ from jobs.launcher import create_run
 from jobs.live import LiveHub
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.runner import Runner
-from tests.conftest import WAIT, assert_contiguous, log_texts, start_gunicorn, stop_server, wait_for
+from tests.conftest import WAIT, assert_contiguous, launch_in_server, log_texts, start_gunicorn, stop_server, wait_for
 from tests.sse_client import HttpStream
-from tests.test_streaming import launch_in_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

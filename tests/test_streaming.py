@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import random
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,69 +26,37 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 
-from jobs.launcher import create_run, launch
-from jobs.models import Job, JobStatus, LogLine
-from jobs.runner import get_runner
+from jobs.models import Job, JobStatus
 from tests.conftest import (
+    ACCESS_LOG_FORMAT,
+    PERMALINK,
     PROJECT_DIR,
+    RESUME_MODES,
     WAIT,
     LiveServer,
-    free_port,
+    LocalRuns,
+    csrf_of,
+    events_url,
+    get_log,
+    launch_in_server,
     log_texts,
-    missing_tool,
+    open_events,
+    resume_events,
+    session_cookie_of,
     start_gunicorn,
     stop_server,
+    stored_lines,
     wait_finished,
     wait_for,
 )
-from tests.sse_client import HttpStream, SseEvent, SseParser, request, sse_events, text_lines
+from tests.sse_client import HttpStream, Line, SseEvent, SseParser, line_of, request, sse_events, text_lines
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-#: (number, stream, ISO time, text): a line as the events stream sends it and as it is stored.
-Line = tuple[int, str, str, str]
-
-PERMALINK = re.compile(r"/jobs/(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/")
-
-
 # --- Helpers ------------------------------------------------------------------------------------
-
-
-def stored_lines(job: Job) -> list[Line]:
-    rows = LogLine.objects.filter(job=job).order_by("number").values_list("number", "stream", "created_at", "text")
-    return [(number, stream, created_at.isoformat(), text) for number, stream, created_at, text in rows]
-
-
-def line_of(event: SseEvent) -> Line:
-    """The line an id/data event carries; its `id:` must be its number."""
-    data = event.json
-    assert event.id == str(data["n"]), f"event id {event.id!r} is not the line number {data['n']}"
-    return (data["n"], data["stream"], data["t"], data["text"])
-
-
-def events_url(server: LiveServer | str, job: Job, **query: Any) -> str:
-    base = server if isinstance(server, str) else server.url
-    return f"{base}/jobs/{job.id}/events" + (f"?{urlencode(query)}" if query else "")
-
-
-def open_events(
-    base: LiveServer | str,
-    job: Job,
-    cookie: str,
-    *,
-    last_event_id: int | None = None,
-    keep_alive: bool = False,
-    **query: Any,
-) -> HttpStream:
-    headers = {"Cookie": cookie, "Accept": "text/event-stream"}
-    if last_event_id is not None:
-        headers["Last-Event-ID"] = str(last_event_id)
-    return HttpStream(events_url(base, job, **query), headers=headers, timeout=WAIT, keep_alive=keep_alive)
 
 
 def is_running(job: Job) -> bool:
@@ -103,77 +70,6 @@ def assert_streaming_headers(stream: HttpStream, content_type: str) -> None:
     assert stream.headers.get("x-accel-buffering") == "no"
     assert stream.headers.get("x-content-type-options") == "nosniff"
     assert "content-length" not in stream.headers
-
-
-def csrf_of(page_url: str, cookie: str) -> tuple[str, str]:
-    """(form token, Cookie header with the CSRF cookie) from a page with a form, as a
-    browser has them."""
-    status, headers, body = request(page_url, headers={"Cookie": cookie}, timeout=WAIT)
-    assert status == 200, body[:500]
-    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body)
-    csrf_cookie = re.search(r"csrftoken=([^;,\s]+)", headers.get("set-cookie", ""))
-    assert token and csrf_cookie, f"{page_url} has no CSRF token"
-    return token[1].decode(), f"{cookie}; csrftoken={csrf_cookie[1]}"
-
-
-def launch_in_server(server_url: str, cookie: str, name: str, **params: Any) -> Job:
-    """Launch a run through the admin's launch form, so that it runs inside the server."""
-    url = f"{server_url}/admin/jobs/job/launch/{name}/"
-    token, cookies = csrf_of(url, cookie)
-    form = urlencode({"csrfmiddlewaretoken": token, **params}).encode()
-    status, headers, body = request(
-        url,
-        method="POST",
-        body=form,
-        headers={"Cookie": cookies, "Content-Type": "application/x-www-form-urlencoded"},
-        timeout=WAIT,
-    )
-    assert status == 302, body[:1000]
-    match = PERMALINK.search(headers["location"])
-    assert match, headers["location"]
-    return Job.objects.get(pk=uuid.UUID(match["id"]))
-
-
-class LocalRuns:
-    """Runs of this test process (for a server: runs of another process)."""
-
-    def __init__(self) -> None:
-        self.runs: list[Job] = []
-        self.held: list[Job] = []
-
-    def launch(self, name: str, **params: Any) -> Job:
-        job = launch(name, **params)
-        self.runs.append(job)
-        return job
-
-    def create(self, name: str, **params: Any) -> Job:
-        """A queued run that starts only on `start(job)`: a viewer can connect first, so
-        that every line it gets is a live one."""
-        job = create_run(name, params)
-        self.runs.append(job)
-        self.held.append(job)
-        return job
-
-    def start(self, job: Job) -> None:
-        self.held.remove(job)
-        get_runner().submit(job.id)
-
-    def finish(self) -> None:
-        """Cancel what still runs and wait for it, so that no job writes into the database
-        while the test's data is flushed."""
-        for job in list(self.held):
-            self.start(job)
-        for job in self.runs:
-            get_runner().cancel(job.id)
-        if self.runs:
-            wait_finished(*self.runs)
-
-
-@pytest.fixture
-def local_runs() -> Iterator[LocalRuns]:
-    runs = LocalRuns()
-    yield runs
-    runs.finish()
 
 
 @dataclass
@@ -263,14 +159,6 @@ def test_events_stream_lines_as_they_are_printed(
 # --- 2. log.txt ---------------------------------------------------------------------------------------
 
 
-def get_log(server: LiveServer, job: Job, cookie: str, **query: Any) -> tuple[int, str]:
-    url = f"{server.url}/jobs/{job.id}/log.txt" + (f"?{urlencode(query)}" if query else "")
-    status, headers, body = request(url, headers={"Cookie": cookie}, timeout=WAIT)
-    if status == 200:
-        assert headers["content-type"] == "text/plain; charset=utf-8"
-    return status, body.decode("utf-8")
-
-
 def test_log_txt_follows_and_pages(server: LiveServer, session_cookie: str, local_runs: LocalRuns) -> None:
     job = local_runs.launch("demo.count", n=30, interval=0.1)
     wait_for(lambda: Job.objects.get(pk=job.pk).line_count >= 3, "the run's first lines")
@@ -322,7 +210,6 @@ def test_log_txt_follows_and_pages(server: LiveServer, session_cookie: str, loca
 # --- 3. Exactly once, whatever the reconnects ---------------------------------------------------------
 
 DISCONNECT_KINDS = ("headers", "replay", "handover", "live", "bytes")
-RESUME_MODES = ("last_event_id", "offset", "both")
 
 
 def _watch_with_disconnects(
@@ -342,13 +229,7 @@ def _watch_with_disconnects(
     while True:
         last = received[-1][0] if received else 0
         mode = rng.choice(RESUME_MODES)
-        if mode == "last_event_id":
-            stream = open_events(server_url, job, cookie, last_event_id=last)
-        elif mode == "offset":
-            stream = open_events(server_url, job, cookie, offset=last)
-        else:  # the header wins over an offset that would repeat every line
-            stream = open_events(server_url, job, cookie, last_event_id=last, offset=0)
-        with stream:
+        with resume_events(server_url, job, cookie, mode, last) as stream:
             if stream.status == 204:
                 log.append(f"{mode} after {last}: 204")
                 return received, log
@@ -416,10 +297,6 @@ def _stop_point(kind: str, last: int, stored: int, finished: bool, rng: random.R
     if kind == "live":
         return max(last + 1, stored) + rng.randint(2, 150)
     return None
-
-
-#: gunicorn's access log with the worker's pid, to see which worker served each request.
-ACCESS_LOG_FORMAT = 'pid=%(p)s "%(r)s" %(s)s'
 
 
 @pytest.fixture
@@ -673,97 +550,6 @@ def test_a_client_that_leaves_frees_its_thread(
 # --- 8. No buffering in other servers, nor behind nginx ------------------------------------------------------
 
 
-def _start_process(args: list[str], env: dict[str, str], log_path: Path, port: int) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            args, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def answers() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"{args[0]} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            status, _, _ = request(f"http://127.0.0.1:{port}/admin/login/", timeout=5)
-            return status == 200
-        except OSError:
-            return False
-
-    wait_for(answers, f"{args} to answer")
-    return process
-
-
-def _stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {tmp}/nginx-access.log;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            # nginx's defaults (proxy_buffering on, HTTP/1.0 upstream): the app's
-            # X-Accel-Buffering: no is what must turn buffering off for the stream.
-            proxy_pass {upstream};
-            proxy_set_header Host $http_host;
-        }}
-    }}
-}}
-"""
-
-
-@pytest.fixture(params=["runserver", "waitress", "nginx"])
-def other_server(
-    request: pytest.FixtureRequest, subprocess_env: dict[str, str], tmp_path: Path
-) -> Iterator[tuple[str, Callable[[], str]]]:
-    """(base URL, the server's log) of a server that is not plain gunicorn."""
-    port = free_port()
-    log_path = tmp_path / f"{request.param}.log"
-    if request.param == "runserver":
-        args = [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"]
-        process = _start_process(args, subprocess_env, log_path, port)
-        yield f"http://127.0.0.1:{port}", lambda: log_path.read_text(errors="replace")
-        _stop_process(process)
-    elif request.param == "waitress":
-        waitress = Path(sys.executable).with_name("waitress-serve")
-        if not waitress.exists():
-            pytest.skip("waitress is not installed (requirements/dev.txt)")
-        args = [str(waitress), f"--port={port}", "--host=127.0.0.1", "config.wsgi:application"]
-        process = _start_process(args, subprocess_env, log_path, port)
-        yield f"http://127.0.0.1:{port}", lambda: log_path.read_text(errors="replace")
-        _stop_process(process)
-    else:
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-        if nginx is None:
-            missing_tool("nginx is not installed (apt-get install nginx-light)")
-        upstream = start_gunicorn(subprocess_env, tmp_path / "gunicorn.log")
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=upstream.url))
-        try:
-            process = _start_process([nginx, "-p", str(tmp_path), "-c", str(conf)], subprocess_env, log_path, port)
-            yield f"http://127.0.0.1:{port}", lambda: upstream.log() + (tmp_path / "nginx-error.log").read_text()
-            _stop_process(process)
-        finally:
-            stop_server(upstream)
-
-
 def test_other_servers_do_not_buffer_the_stream(
     other_server: tuple[str, Callable[[], str]], session_cookie: str, local_runs: LocalRuns
 ) -> None:
@@ -810,13 +596,10 @@ def test_other_servers_do_not_buffer_the_stream(
 
 def test_endpoints_need_permission(server: LiveServer, session_cookie: str, local_runs: LocalRuns) -> None:
     from django.contrib.auth import get_user_model
-    from django.test import Client
 
     job = wait_finished(local_runs.launch("demo.echo", text="secret", times=2))
     nobody = get_user_model().objects.create_user("nobody", password="nobody-password", is_staff=True)
-    client = Client()
-    client.force_login(nobody)
-    no_permission = f"sessionid={client.cookies['sessionid'].value}"
+    no_permission = session_cookie_of(nobody)
 
     for path in ("events", "log.txt", "log.txt?follow=1", "status", "lines"):
         url = f"{server.url}/jobs/{job.id}/{path}"
