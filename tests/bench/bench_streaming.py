@@ -1,7 +1,7 @@
 """Streaming benchmarks through a real gunicorn, on SQLite and PostgreSQL.
 
     python -m tests.bench.bench_streaming [--json out.json] [--quick] [--databases sqlite,postgresql]
-        [--sections latency,fanout,replay] [--configs gthread:2x16,gthread:2x128,asgi:2]
+        [--sections latency,fanout,replay,idle,growth] [--configs gthread:2x16,gthread:2x128,asgi:2]
         [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--profile DIR] [--in-place]
 
 It measures a snapshot of the working tree taken when it starts (other people edit this
@@ -37,6 +37,30 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    no statistics for its rows yet), then --repeat times after ANALYZE. Baselines in this
    process, each on a new connection: list(job.lines.all()), the server's own chunked
    reads (rows_after) alone, and those reads plus each wire format.
+4. Idle cost: VIEWERS SSE viewers of a running job that prints nothing (bench.silent: one
+   line, silence, "Done"), on the server's default configuration: the server's CPU (master
+   and workers, /proc) over a window of 30 s once every viewer has its first bytes, as % of
+   one core, (a) with the job in the serving process (launched through the admin form: its
+   viewers wait on the in-process queue), (b) with the job in another process (this
+   benchmark's: the server's poller reads the database every POLL_INTERVAL); the viewers'
+   heartbeats and bytes, and whether each still got every line and `done` when the job
+   ended after the window. Baselines: the same server's floor (the silent job of (a)
+   running, no viewer; the window before the viewers connect), and as many viewers of the
+   streaming view of the Django article in ../shared/seeds/ (tests/bench/baseline_views.py:
+   a StreamingHttpResponse generator spinning on queue.get_nowait() while a silent thread
+   lives). Its spinning starves the server, so its window starts after 5 s whether or not
+   every viewer has its first bytes (the figures say how many had), and its threads all
+   end when the window ends.
+5. Growth: 1, 4 and 16 jobs flooding at once (bench.flood_clock: lines carrying their print
+   time, printed as fast as the job can, from one shared start time; a fixed total of
+   200,000 lines split evenly among the jobs, so that the throughput curve is comparable),
+   launched through the admin form on the default configuration with RUNLOG_WORKERS=16 (all
+   run at once, in whichever worker took the launch), one SSE viewer per job: lines stored
+   per second over all jobs (first start to last finish, from the Job rows) and per job
+   (median), print -> arrival p50/p99 over all viewers (and split by the viewer's worker,
+   as in fan-out), viewers with every line, server CPU; medians of --repeat rounds. Baseline:
+   the same flood as one job with no viewer (capture alone): its ratio to the 1-job run is
+   the viewer's cost.
 
 --profile DIR records py-spy (`py-spy record --gil --threads --format raw`) of every worker
 during the fan-out runs and replay requests; tests/bench/profile_summary.py sums a profile
@@ -85,6 +109,10 @@ def database_url(database: str, run_dir: Path) -> str:
 
 
 SETTINGS = "tests.bench.stream_settings"
+#: The idle section: time for its viewers to settle after their first bytes (replay, subscribe)
+#: before the window, and the least time kept between the window and the job's next line.
+IDLE_SETTLE = 0.5
+IDLE_MARGIN = 0.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -99,6 +127,15 @@ class Sizes:
     replay_lines: int = 1_000_000
     repeat: int = 3
     admin_interval: float = 0.25
+    #: The idle section's measuring window, and the time allowed before it for launching the
+    #: silent job and connecting its viewers (the job stays silent for both).
+    idle_window: float = 30.0
+    idle_allowance: float = 5.0
+    growth_jobs: tuple[int, ...] = (1, 4, 16)
+    #: The growth section's lines in all, split evenly among the jobs of each case.
+    growth_lines: int = 200_000
+    #: Seconds between the first launch and the flood (launching, connecting the viewers).
+    growth_allowance: float = 2.0
     configs: tuple[str, ...] = (
         "default", "gthread:2x16", "gthread:2x104", "gthread:2x112", "gthread:2x208", "gthread:1x216", "asgi:2"
     )  # fmt: skip
@@ -111,6 +148,11 @@ QUICK = Sizes(
     fanout_delay=1.5,
     replay_lines=20_000,
     repeat=1,
+    idle_window=1.0,
+    idle_allowance=1.0,
+    growth_jobs=(1, 2),
+    growth_lines=4_000,
+    growth_allowance=1.0,
     configs=("default",),
 )
 
@@ -127,7 +169,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here as JSON")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test that takes seconds")
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
-    parser.add_argument("--sections", default="latency,fanout,replay")
+    parser.add_argument("--sections", default="latency,fanout,replay,idle,growth")
     parser.add_argument("--configs", help="fan-out server configs, e.g. gthread:2x16,gthread:2x112,asgi:2")
     parser.add_argument("--viewers", type=int)
     parser.add_argument("--repeat", type=int)
@@ -277,7 +319,8 @@ def run_database(args: argparse.Namespace) -> None:
     sections = args.sections.split(",")
     failed = False
     try:
-        for name, section in (("latency", bench.latency), ("fanout", bench.fanout), ("replay", bench.replay)):
+        for name, section in (("latency", bench.latency), ("fanout", bench.fanout), ("replay", bench.replay),
+                              ("idle", bench.idle), ("growth", bench.growth)):  # fmt: skip
             if name in sections:
                 machine = MachineCpu()
                 bench.partial = results[name] = {}
@@ -366,7 +409,9 @@ class ServerConfig:
 class Server:
     """gunicorn with the project's config file, in its own process group."""
 
-    def __init__(self, config: ServerConfig, database_url: str, secret_key: str, label: str) -> None:
+    def __init__(
+        self, config: ServerConfig, database_url: str, secret_key: str, label: str, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.port = _free_port()
         self.log_path = RUN_DIR / f"gunicorn-{label}.log"
@@ -378,6 +423,7 @@ class Server:
             "GUNICORN_WORKERS": str(config.workers),
             "GUNICORN_THREADS": str(config.threads),
             "PYTHONUNBUFFERED": "1",
+            **(env or {}),
         }
         if config.default:
             del env["GUNICORN_WORKERS"], env["GUNICORN_THREADS"]
@@ -657,6 +703,20 @@ class AdminSampler(threading.Thread):
         return {**summary(self.times), "failures": len(self.failures)}
 
 
+class ServerCpu:
+    """The CPU time of each of a server's processes (master and workers, /proc) from now to
+    stop(): per process in cores (CPU seconds per second), and the wall time between."""
+
+    def __init__(self, server: Server) -> None:
+        self.used = {pid: _cpu_seconds(pid) for pid in server.pids()}
+        self.started = time.monotonic()
+        self.wall = 0.0
+
+    def stop(self) -> dict[int, float]:
+        self.wall = time.monotonic() - self.started
+        return {pid: (_cpu_seconds(pid) - used) / self.wall for pid, used in self.used.items()}
+
+
 class ResourceSampler(threading.Thread):
     """The server's RSS, and the client connections each worker holds (and so which worker
     serves which client port), every 0.25 s; each worker's CPU time over the run."""
@@ -667,8 +727,7 @@ class ResourceSampler(threading.Thread):
         self.peak_rss_mb = server.rss_mb()
         self.peak_connections: dict[int, int] = {}
         self.worker_of_port: dict[int, int] = {}
-        self.cpu_started = {pid: _cpu_seconds(pid) for pid in server.pids()}
-        self.started = time.monotonic()
+        self.cpu = ServerCpu(server)
         self.cores: dict[int, float] = {}
         self.stopping = threading.Event()
 
@@ -684,8 +743,7 @@ class ResourceSampler(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join()
-        wall = time.monotonic() - self.started
-        self.cores = {pid: (_cpu_seconds(pid) - used) / wall for pid, used in self.cpu_started.items()}
+        self.cores = self.cpu.stop()
 
 
 # --- Statistics -----------------------------------------------------------------------------------
@@ -748,10 +806,11 @@ class Bench:
             for _ in range(200)
         )  # fmt: skip
 
-    def server(self, config: ServerConfig) -> Server:
+    def server(self, config: ServerConfig, env: dict[str, str] | None = None) -> Server:
+        """A server of `config`, with `env` added to its environment (e.g. RUNLOG_WORKERS)."""
         self.servers += 1
         label = re.sub(r"[^\w.-]+", "-", str(config)).strip("-")
-        return Server(config, self.url, self.secret_key, f"{self.servers}-{label}")
+        return Server(config, self.url, self.secret_key, f"{self.servers}-{label}", env)
 
     # --- 1. Latency -----------------------------------------------------------------------------
 
@@ -775,7 +834,7 @@ class Bench:
                                   "interval": sizes.latency_interval, "repeat": sizes.repeat}  # fmt: skip
         for case, case_runs in runs.items():
             result[case] = {
-                measure: {stat: median([run[measure][stat] for run in case_runs]) for stat in ("p50", "p99", "max")}
+                measure: _median_stats([run[measure] for run in case_runs])
                 for measure in case_runs[0]
                 if measure != "excluded"
             }
@@ -941,20 +1000,9 @@ class Bench:
         complete = [stream for stream in streams if _stream_complete(stream, expected)]
         ttfb = [stream["first_byte"] - stream["sent_at"] for stream in streams if stream["first_byte"]]
         stream_p99 = [stream["p99"] for stream in streams if stream.get("p99") is not None]
-        worker_pid = int(expected["worker"].split(":")[1]) if expected["worker"].count(":") >= 2 else None
-        # Viewers served by the job's own worker (lines from the flusher, in-process) and by
-        # the others (lines from their poller), told apart by the client's port.
-        groups: dict[str, list[float]] = {"job_worker": [], "other_workers": [], "unknown": []}
-        viewers: dict[str, int] = dict.fromkeys(groups, 0)
-        for stream in streams:
-            pid = resources.worker_of_port.get(stream.get("local_port", 0))
-            group = "unknown" if pid is None else "job_worker" if pid == worker_pid else "other_workers"
-            viewers[group] += 1
-            start = stream.get("latency_offset", 0)
-            groups[group].extend(all_latencies[start : start + stream.get("latency_count", 0)])
-        by_worker = {group: {"viewers": viewers[group], **summary(values)} for group, values in groups.items()}
+        worker_pid = _worker_pid(expected)
         return {
-            "latency_by_worker": by_worker,
+            "latency_by_worker": _latency_by_worker(streams, all_latencies, resources, lambda _: worker_pid),
             "worker_cores": {str(pid): cores for pid, cores in resources.cores.items()},
             "all_connected_before_first_line": ready,
             "viewers_complete": len(complete),
@@ -1113,6 +1161,275 @@ class Bench:
         connection.close()
         return results
 
+    # --- 4. Idle --------------------------------------------------------------------------------------
+
+    def idle(self) -> dict[str, Any]:
+        """Server CPU while VIEWERS viewers follow a running job that prints nothing: the job
+        in the serving process, then in this one; against the server's floor (the first job
+        running, no viewer yet) and the seed's get_nowait loop (last: it saturates the machine)."""
+        sizes = self.sizes
+        window, allowance = sizes.idle_window, sizes.idle_allowance
+        result = self.partial
+        result.update(viewers=sizes.viewers, window_s=window, job="bench.silent", cases={
+            "floor": "the job of in_process running, before its viewers connect: no viewer",
+            "in_process": "job launched through the admin form: runs in a server worker",
+            "other_process": "job launched in the benchmark's process: the server's poller reads the database",
+            "seed_baseline": "tests/bench/baseline_views.py: the seed's get_nowait loop, one thread per viewer",
+        })  # fmt: skip
+        server = self.server(ServerConfig.parse("default"))
+        result["server"] = str(server.config)
+        try:
+            log("idle: a silent job in the server, no viewer (the server's floor)")
+            # Silent for the floor's window, then for connecting the viewers and their window.
+            params = {"seconds": window + allowance + IDLE_SETTLE + window + IDLE_MARGIN}
+            job_id = launch_through_admin(server.port, self.cookie, "bench.silent", params)
+            silent_until = self._silent_until(job_id)
+            result["floor"] = self._cpu_window(server, window)
+            self.save()
+            log(f"idle: {sizes.viewers} viewers, job in the serving process")
+            result["in_process"] = self._idle_viewers(server, job_id, silent_until)
+            self.save()
+            log(f"idle: {sizes.viewers} viewers, job in another process (the server's poller)")
+            job_id = self._launch_here("bench.silent", {"seconds": allowance + IDLE_SETTLE + window + IDLE_MARGIN})
+            result["other_process"] = self._idle_viewers(server, job_id, self._silent_until(job_id))
+            self.save()
+            log(f"idle: baseline, {sizes.viewers} viewers of the seed's get_nowait loop")
+            result["seed_baseline"] = self._idle_seed(server)
+        finally:
+            server.stop()
+        return result
+
+    def _silent_until(self, job_id: uuid.UUID) -> float:
+        """When bench.silent `job_id` ends its silence (at the earliest), once it has printed
+        its first line."""
+        from jobs.models import Job
+
+        deadline = time.monotonic() + 60
+        job = Job.objects.get(pk=job_id)
+        while job.line_count < 1 or job.started_at is None:
+            if job.is_finished or time.monotonic() > deadline:
+                raise RuntimeError(f"bench.silent {job_id} did not start: {job.status} {job.error}")
+            time.sleep(0.05)
+            job.refresh_from_db()
+        return job.started_at.timestamp() + float(job.params["seconds"])
+
+    def _cpu_window(self, server: Server, seconds: float) -> dict[str, Any]:
+        """The server's CPU over the next `seconds`, as % of one core: per process, in all."""
+        started = time.time()
+        resources = ResourceSampler(server)
+        resources.start()
+        time.sleep(seconds)
+        resources.stop()
+        return {
+            "window_s": resources.cpu.wall,
+            "window_start": started,
+            "window_end": time.time(),
+            "cpu_pct": 100 * sum(resources.cores.values()),
+            "cpu_pct_per_process": {str(pid): 100 * cores for pid, cores in resources.cores.items()},
+            "connections_per_worker": {str(pid): count for pid, count in resources.peak_connections.items()},
+        }
+
+    def _viewers_window(
+        self, server: Server, paths: list[str], until: float, *, wait_all: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Connect a viewer per path; once all have their first bytes (and a moment to settle:
+        replay, subscribe), the server's CPU over the window (cut short to end before `until`,
+        when the streams' source ends its silence); then the viewers' results once every stream
+        has ended. Without `wait_all` the window starts after idle_allowance at the latest,
+        however many viewers have their first bytes by then. Returns (the CPU window, the
+        client's output)."""
+        started = time.time()
+        client = Client({"port": server.port, "cookie": self.cookie, "paths": paths, "mode": "sse",
+                         "timeout": until - started + 120})  # fmt: skip
+        try:
+            wait = until - started if wait_all else self.sizes.idle_allowance
+            ready = client.ready.wait(timeout=max(0.0, wait))
+            if not ready and wait_all:
+                raise RuntimeError(f"the {len(paths)} viewers did not all get their first bytes in {wait:.1f} s")
+            connected = time.time() - started
+            time.sleep(IDLE_SETTLE)
+            window = min(self.sizes.idle_window, until - IDLE_MARGIN - time.time())
+            if window < self.sizes.idle_window / 2:
+                raise RuntimeError(f"the viewers took {connected:.1f} s to connect: no time left for the window")
+            measured = {**self._cpu_window(server, window), "connect_s": connected, "all_connected": ready}
+            if not client.ended.wait(timeout=until - time.time() + 60):
+                raise RuntimeError("the streams did not end within 60 s of the silence's end")
+            out = client.result(timeout=120)
+        finally:
+            client.kill()
+        streams = out["streams"]
+        firsts = [stream["first_byte"] for stream in streams if stream["first_byte"]]
+        measured.update(
+            first_bytes_by_window_start=sum(1 for first in firsts if first <= measured["window_start"]),
+            first_bytes_by_window_end=sum(1 for first in firsts if first <= measured["window_end"]),
+            ttfb=summary([stream["first_byte"] - stream["sent_at"] for stream in streams if stream["first_byte"]]),
+            heartbeats_per_viewer={"min": min(stream.get("comments", 0) for stream in streams),
+                                   "max": max(stream.get("comments", 0) for stream in streams)},
+            bytes_per_viewer=median([stream["bytes"] for stream in streams]),
+            connected_s=median([stream["ended"] - stream["sent_at"] for stream in streams if stream["ended"]]),
+            client_cpu_share=out["client_cpu_share"],
+        )  # fmt: skip
+        return measured, out
+
+    def _idle_viewers(self, server: Server, job_id: uuid.UUID, silent_until: float) -> dict[str, Any]:
+        from jobs.models import LogLine
+
+        measured, out = self._viewers_window(server, [f"/jobs/{job_id}/events"] * self.sizes.viewers, silent_until)
+        expected = self._expected(job_id)
+        done_line = LogLine.objects.get(job_id=job_id, number=2)  # "Done": the silence's end
+        measured.update(
+            silent_during_window=done_line.created_at.timestamp() > measured["window_end"],
+            viewers_complete=sum(1 for stream in out["streams"] if _stream_complete(stream, expected)),
+            lines_expected=expected["lines"],
+            job_ran_in_worker=_worker_pid(expected),
+        )
+        return measured
+
+    def _idle_seed(self, server: Server) -> dict[str, Any]:
+        """The seed's loop (tests/bench/baseline_views.py): its threads spin until `until`,
+        the end of the window. Its spinning threads starve the workers' other threads (a new
+        request waits for the GIL behind all of them): 200 viewers take longer to get their
+        first bytes than the window lasts, so the window starts after idle_allowance anyway
+        and the figures say how many had their first bytes by its start and its end."""
+        until = time.time() + self.sizes.idle_allowance + IDLE_SETTLE + self.sizes.idle_window + IDLE_MARGIN
+        paths = [f"/bench/seed-stream?until={until:.3f}"] * self.sizes.viewers
+        measured, out = self._viewers_window(server, paths, until, wait_all=False)
+        measured["viewers_complete"] = sum(
+            1 for stream in out["streams"] if stream.get("status") == 200 and stream.get("done_status") == "succeeded"
+        )
+        return measured
+
+    # --- 5. Growth ------------------------------------------------------------------------------------
+
+    def growth(self) -> dict[str, Any]:
+        """Every case --repeat times, round after round (the shared machine's noise then falls
+        on every case alike); a case's figures are the medians of its runs."""
+        sizes = self.sizes
+        runners = max(sizes.growth_jobs)
+        result = self.partial
+        result.update(job_counts=list(sizes.growth_jobs), total_lines=sizes.growth_lines,
+                      split="a fixed total of lines, split evenly among the jobs", runlog_workers=runners,
+                      repeat=sizes.repeat, runs=[])  # fmt: skip
+        # Enough runner threads that every job runs at once, whichever worker takes them.
+        server = self.server(ServerConfig.parse("default"), {"RUNLOG_WORKERS": str(runners)})
+        result["server"] = str(server.config)
+        # (jobs, with viewers): the baseline with no viewer comes after the first case, so
+        # that neither runs on a cold server.
+        first, *others = sizes.growth_jobs
+        cases = [(first, True), (1, False), *((count, True) for count in others)]
+        runs: dict[tuple[int, bool], list[dict[str, Any]]] = {case: [] for case in cases}
+        try:
+            for index in range(sizes.repeat):
+                for count, viewers in cases:
+                    log(f"growth {index + 1}/{sizes.repeat}: {count} job(s) flooding at once, "
+                        f"{'one viewer each' if viewers else 'no viewer'}")  # fmt: skip
+                    try:
+                        runs[count, viewers].append(self._flood(server, count, viewers=viewers))
+                    except Exception as exc:  # noqa: BLE001 - recorded; the next case runs
+                        log(f"growth: {count} job(s) failed: {exc!r}")
+                        runs[count, viewers].append({"jobs": count, "error": repr(exc)})
+                    result["runs"] = [_flood_summary(runs[count, True]) for count in sizes.growth_jobs
+                                      if runs[count, True]]  # fmt: skip
+                    if runs[1, False]:
+                        result["no_viewer"] = _flood_summary(runs[1, False])
+                    self.save()
+        finally:
+            server.stop()
+        one = next((run for run in result["runs"] if run["jobs"] == 1 and "lines_per_s" in run), None)
+        for run in result["runs"]:
+            run["vs_1_job"] = run["lines_per_s"] / one["lines_per_s"] if one and "lines_per_s" in run else None
+        if one and "lines_per_s" in result.get("no_viewer", {}):  # below 1: what one viewer costs the capture
+            result["one_viewer_vs_none"] = one["lines_per_s"] / result["no_viewer"]["lines_per_s"]
+        return result
+
+    def _flood(self, server: Server, count: int, *, viewers: bool) -> dict[str, Any]:
+        """`count` bench.flood_clock jobs sharing the growth section's lines, launched through
+        the admin form one after the other and starting to print at one shared moment; with
+        one viewer each, connected before that moment."""
+        from jobs.models import Job, JobStatus
+
+        lines = self.sizes.growth_lines // count
+        start_at = time.time() + self.sizes.growth_allowance + 0.1 * count  # a launch takes tens of ms
+        params = {"n": lines, "start_at": f"{start_at:.6f}"}
+        job_ids = [launch_through_admin(server.port, self.cookie, "bench.flood_clock", params) for _ in range(count)]
+        launched_before_start = time.time() < start_at
+        resources = ResourceSampler(server)  # which worker serves which viewer
+        resources.start()
+        client = None
+        connected = False
+        if viewers:
+            paths = [f"/jobs/{job_id}/events" for job_id in job_ids]
+            client = Client({"port": server.port, "cookie": self.cookie, "paths": paths, "mode": "sse",
+                             "timeout": 600, "clock_lines": True})  # fmt: skip
+        try:
+            if client is not None:
+                connected = client.ready.wait(max(0.0, start_at - time.time()))
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu, machine = ServerCpu(server), MachineCpu()
+            # To the last viewer's end (every line delivered), or with no viewer the last job's.
+            deadline = time.monotonic() + 600
+            if client is not None:
+                if not client.ended.wait(timeout=600):
+                    raise RuntimeError("the viewers did not finish in 600 s")
+            else:
+                finished = Job.objects.filter(pk__in=job_ids, status__in=JobStatus.finished_values())
+                while finished.count() < count:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the jobs did not finish in 600 s")
+                    time.sleep(0.05)
+            cores = cpu.stop()
+            machine_cores = machine.busy_cores()
+            resources.stop()
+            out = client.result(timeout=600) if client is not None else None
+        finally:
+            resources.stopping.set()
+            if client is not None:
+                client.kill()
+        expected = {str(job_id): self._expected(job_id) for job_id in job_ids}
+        jobs = Job.objects.in_bulk(job_ids).values()
+        # Lines stored over the time from the first job's start to the last one's end.
+        starts = {job.pk: max(job.started_at.timestamp(), start_at) for job in jobs}
+        ends = {job.pk: job.finished_at.timestamp() for job in jobs}
+        stored = sum(job.line_count for job in jobs)
+        wall = max(ends.values()) - min(starts.values())
+        cpu_s = sum(cores.values()) * cpu.wall
+        result: dict[str, Any] = {
+            "jobs": count,
+            "lines_per_job": lines,
+            "lines_stored": stored,
+            "all_succeeded": all(job.status == JobStatus.SUCCEEDED for job in jobs),
+            "launched_before_start": launched_before_start,
+            "wall_s": wall,
+            "lines_per_s": stored / wall,
+            "job_lines_per_s": median([job.line_count / (ends[job.pk] - starts[job.pk]) for job in jobs]),
+            "jobs_per_worker": {str(pid): sum(1 for item in expected.values() if _worker_pid(item) == pid)
+                                for pid in server.worker_pids()},
+            "server_cpu_s": cpu_s,
+            "server_cores": sum(cores.values()),
+            "server_cpu_us_per_line": cpu_s / stored * 1e6,
+            "worker_cores": {str(pid): value for pid, value in cores.items()},
+            # Every process on this shared machine (the database's, other people's) meanwhile.
+            "machine_busy_cores": machine_cores,
+        }  # fmt: skip
+        if client is not None and out is not None:
+            streams = out["streams"]
+
+            def job_of(stream: dict[str, Any]) -> dict[str, Any]:
+                return expected[stream["path"].split("/")[2]]
+
+            result.update(
+                viewers=len(streams),
+                viewers_complete=sum(1 for stream in streams if _stream_complete(stream, job_of(stream))),
+                min_lines_per_viewer=min(stream.get("lines", 0) for stream in streams),
+                all_connected_before_first_line=connected,
+                latency=out["latency"],
+                latency_by_worker=_latency_by_worker(
+                    streams, client.latencies(), resources, lambda stream: _worker_pid(job_of(stream))
+                ),
+                client_cpu_share=out["client_cpu_share"],
+            )
+        return result
+
     # --- Profiling (optional) ----------------------------------------------------------------------
 
     def _start_profile(self, server: Server, label: str) -> list[subprocess.Popen[bytes]] | None:
@@ -1171,6 +1488,69 @@ def _replay_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _median_stats(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians of several runs' p50, p99 and max."""
+    return {stat: median([item[stat] for item in items]) for stat in ("p50", "p99", "max")}
+
+
+def _flood_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A growth case over its runs: the medians of its figures, its viewers summed (each
+    must have every line), and every run as it was."""
+    done = [run for run in runs if "error" not in run]
+    errors = [run["error"] for run in runs if "error" in run]
+    result: dict[str, Any] = {"jobs": runs[0]["jobs"], "runs": len(runs), "errors": errors}
+    if not done:
+        return {**result, "error": errors[-1], "repeats": runs}
+    for key in ("wall_s", "lines_per_s", "job_lines_per_s", "server_cores", "server_cpu_us_per_line",
+                "machine_busy_cores"):  # fmt: skip
+        result[key] = median([run[key] for run in done])
+    result.update(
+        lines_per_job=done[0]["lines_per_job"],
+        all_succeeded=all(run["all_succeeded"] for run in done),
+        launched_before_start=all(run["launched_before_start"] for run in done),
+    )
+    if "viewers" in done[0]:
+        by_worker = {}
+        for group in done[0]["latency_by_worker"]:
+            items = [run["latency_by_worker"][group] for run in done if run["latency_by_worker"][group]["viewers"]]
+            by_worker[group] = {"viewers": sum(item["viewers"] for item in items), **_median_stats(items)}
+        result.update(
+            viewers=sum(run["viewers"] for run in done),
+            viewers_complete=sum(run["viewers_complete"] for run in done),
+            min_lines_per_viewer=min(run["min_lines_per_viewer"] for run in done),
+            all_connected_before_first_line=all(run["all_connected_before_first_line"] for run in done),
+            latency={"print_to_arrival": _median_stats([run["latency"]["print_to_arrival"] for run in done])},
+            latency_by_worker=by_worker,
+        )
+    result["repeats"] = runs
+    return result
+
+
+def _worker_pid(expected: dict[str, Any]) -> int | None:
+    """The pid of the process that ran the job (its `worker` is host:pid:...)."""
+    return int(expected["worker"].split(":")[1]) if expected["worker"].count(":") >= 2 else None
+
+
+def _latency_by_worker(
+    streams: list[dict[str, Any]],
+    latencies: array,
+    resources: ResourceSampler,
+    job_worker: Callable[[dict[str, Any]], int | None],
+) -> dict[str, Any]:
+    """print -> arrival of the viewers served by their job's own worker (`job_worker` of
+    the stream: lines from the flusher, in-process) and by the others (lines from their
+    poller), told apart by the client's port."""
+    groups: dict[str, list[float]] = {"job_worker": [], "other_workers": [], "unknown": []}
+    viewers: dict[str, int] = dict.fromkeys(groups, 0)
+    for stream in streams:
+        pid = resources.worker_of_port.get(stream.get("local_port", 0))
+        group = "unknown" if pid is None else "job_worker" if pid == job_worker(stream) else "other_workers"
+        viewers[group] += 1
+        start = stream.get("latency_offset", 0)
+        groups[group].extend(latencies[start : start + stream.get("latency_count", 0)])
+    return {group: {"viewers": viewers[group], **summary(values)} for group, values in groups.items()}
+
+
 def _database_activity() -> dict[str, int]:
     """PostgreSQL's counters of the benchmark database; nothing on SQLite."""
     from django.db import connection
@@ -1223,7 +1603,7 @@ def _pair(stats: dict[str, Any]) -> str:
 def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if "error" in db:
         yield ("ERROR", db["error"])
-    for number, section in enumerate(("latency", "fanout", "replay"), 1):
+    for number, section in enumerate(("latency", "fanout", "replay", "idle", "growth"), 1):
         if "error" in db.get(section, {}):
             yield (f"{number}. {section}: ERROR", db[section]["error"][:100])
     latency = db.get("latency")
@@ -1250,11 +1630,7 @@ def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
             latency = run["latency"]
             yield (f"{tag} print -> client p50 / p99 (worst viewer p99)",
                    f"{_pair(latency['print_to_arrival'])} ({_ms(run['worst_viewer_p99'])})")  # fmt: skip
-            for group, label in (("job_worker", "job's worker"), ("other_workers", "other workers (poller)")):
-                item = run["latency_by_worker"][group]
-                if item["viewers"]:
-                    yield (f"{tag}   viewers in the {label}: n; p50 / p99",
-                           f"{item['viewers']}; {_pair(item)}")  # fmt: skip
+            yield from _by_worker_rows(tag, run["latency_by_worker"])
             yield (f"{tag} time to first byte p50 / max; viewers waiting > 1 s",
                    f"{_ms(run['ttfb']['p50'])} / {_ms(run['ttfb']['max'])}; "
                    f"{run['viewers_waiting_over_1s']}")  # fmt: skip
@@ -1308,6 +1684,91 @@ def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
                         f"   {phase[:5]} {label}",
                         f"{item['lines_per_s']:,.0f} lines/s; {item['rss_growth_mb']:.1f} MB",
                     )
+    yield from _idle_rows(db.get("idle"))
+    yield from _growth_rows(db.get("growth"))
+
+
+def _runs(repeat: int) -> str:
+    return f"medians of {repeat} runs" if repeat > 1 else "1 run"
+
+
+def _by_worker_rows(tag: str, by_worker: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for group, label in (("job_worker", "job's worker"), ("other_workers", "other workers (poller)")):
+        item = by_worker[group]
+        if item["viewers"]:
+            yield (f"{tag}   viewers in the {label}: n; p50 / p99", f"{item['viewers']}; {_pair(item)}")
+
+
+def _cpu_pct(window: dict[str, Any], job_pid: int | None = None) -> str:
+    """Total % of one core, then master + workers (* = the job's)."""
+    parts = " + ".join(
+        f"{pct:.1f}{'*' if pid == str(job_pid) else ''}" for pid, pct in window["cpu_pct_per_process"].items()
+    )
+    return f"{window['cpu_pct']:.1f}% ({parts}; {window['window_s']:.1f} s)"
+
+
+def _idle_rows(idle: dict[str, Any] | None) -> Iterator[tuple[str, str]]:
+    if not idle or "server" not in idle:
+        return
+    viewers = idle["viewers"]
+    yield (f"4. idle: {viewers} viewers of a running job printing nothing, {idle['server']}", "")
+    if "floor" in idle:
+        yield ("   server CPU, % of one core (master + workers): job running, no viewer", _cpu_pct(idle["floor"]))
+    for case, label in (("in_process", "(a) job in the serving process"),
+                        ("other_process", "(b) job in another process (poller)")):  # fmt: skip
+        item = idle.get(case)
+        if not item:
+            continue
+        yield (f"   {label}: server CPU with {viewers} viewers", _cpu_pct(item, item["job_ran_in_worker"]))
+        silent = "" if item["silent_during_window"] else " (the job PRINTED during the window)"
+        yield (f"      {label[:3]} viewers with every line and done; connected in",
+               f"{item['viewers_complete']} / {viewers}; {item['connect_s']:.1f} s{silent}")  # fmt: skip
+        beats = item["heartbeats_per_viewer"]
+        yield (f"      {label[:3]} heartbeats per viewer min-max; bytes per viewer; connected",
+               f"{beats['min']}-{beats['max']}; {item['bytes_per_viewer']:,.0f}; "
+               f"{item['connected_s']:.0f} s")  # fmt: skip
+    seed = idle.get("seed_baseline")
+    if seed:
+        yield (f"   baseline: seed's get_nowait loop, {viewers} viewers: server CPU", _cpu_pct(seed))
+        yield ("      viewers with first bytes by the window's start; its end; with done at last",
+               f"{seed['first_bytes_by_window_start']}; {seed['first_bytes_by_window_end']}; "
+               f"{seed['viewers_complete']} / {viewers}")  # fmt: skip
+        yield ("      time to first byte p50 / max", f"{_ms(seed['ttfb']['p50'])} / {_ms(seed['ttfb']['max'])}")
+
+
+def _growth_rows(growth: dict[str, Any] | None) -> Iterator[tuple[str, str]]:
+    if not growth or "server" not in growth:
+        return
+    yield (f"5. growth: jobs flooding at once, {growth['total_lines']:,} lines in all, 1 viewer per job, "
+           f"{growth['server']}, RUNLOG_WORKERS={growth['runlog_workers']}; {_runs(growth['repeat'])}",
+           "")  # fmt: skip
+    for run in growth["runs"]:
+        tag = f"   [{run['jobs']} job{'s' if run['jobs'] > 1 else ''}]"
+        if "error" in run or "lines_per_s" not in run:
+            yield (f"{tag} ERROR", run.get("error", "did not finish")[:100])
+            continue
+        if run["errors"]:
+            yield (f"{tag} FAILED runs: {len(run['errors'])} of {run['runs']}", run["errors"][0][:100])
+        ratio = f" (x{run['vs_1_job']:.2f} vs 1 job)" if run.get("vs_1_job") is not None else ""
+        yield (f"{tag} lines/s, all jobs (first start -> last end); per job p50",
+               f"{run['lines_per_s']:,.0f}{ratio}; {run['job_lines_per_s']:,.0f}")  # fmt: skip
+        failed = "" if run["all_succeeded"] else " (NOT ALL SUCCEEDED)"
+        if not (run["launched_before_start"] and run["all_connected_before_first_line"]):
+            failed += " (launched or connected after the start)"
+        yield (f"{tag} viewers with every line, exact (all runs)",
+               f"{run['viewers_complete']} / {run['viewers']} (min {run['min_lines_per_viewer']:,} lines of "
+               f"{run['lines_per_job'] + 1:,}){failed}")  # fmt: skip
+        yield (f"{tag} print -> client p50 / p99", _pair(run["latency"]["print_to_arrival"]))
+        yield from _by_worker_rows(tag, run["latency_by_worker"])
+        yield (f"{tag} server CPU (cores, avg); us per line; machine busy (cores)",
+               f"{run['server_cores']:.2f}; {run['server_cpu_us_per_line']:.1f}; "
+               f"{run['machine_busy_cores']:.2f}")  # fmt: skip
+    alone = growth.get("no_viewer")
+    if alone and "lines_per_s" in alone:
+        ratio = growth.get("one_viewer_vs_none")
+        yield ("   baseline: 1 job, no viewer: lines/s (1 job with a viewer / without); server us per line",
+               f"{alone['lines_per_s']:,.0f} ({'-' if ratio is None else f'x{ratio:.2f}'}); "
+               f"{alone['server_cpu_us_per_line']:.1f}")  # fmt: skip
 
 
 def print_table(results: dict[str, Any]) -> None:

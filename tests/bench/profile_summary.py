@@ -29,8 +29,8 @@ def summarise(path: str, thread: str | None = None) -> tuple[int, Counter[str], 
     with open(path) as lines:
         for line in lines:
             stack, _, count_text = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
+            if not stack or not count_text.isdigit():
+                continue  # py-spy cut a stack short (a thread that ended while sampled)
             count = int(count_text)
             frames = [_function(frame) for frame in stack.split(";")]
             if thread is not None and not any(thread in frame for frame in frames[:1]):

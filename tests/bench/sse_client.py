@@ -16,11 +16,11 @@ baseline), timeout (seconds for everything), clock_lines (a line's text starts w
 time.time() of its print(): latency is measured from it).
 
 OUT: per stream its status, first-byte time, end time, lines, whether the numbers were
-1..N in order, the `done` event, a digest of (number, stream, text); and over all streams
-the percentiles of print -> arrival, print -> `t` (the flusher's timestamp of the line)
-and `t` -> arrival, counting only lines printed after the stream's first byte (earlier ones
-came from the database replay, which is not live latency). The client's CPU time says
-whether it kept up.
+1..N in order, the `done` event, the `:` comments (heartbeats), a digest of (number,
+stream, text); and over all streams the percentiles of print -> arrival, print -> `t`
+(the flusher's timestamp of the line) and `t` -> arrival, counting only lines printed
+after the stream's first byte (earlier ones came from the database replay, which is not
+live latency). The client's CPU time says whether it kept up.
 """
 
 from __future__ import annotations
@@ -269,6 +269,7 @@ def _parse_sse(
     first = last = None
     done = None
     events: dict[str, int] = {}
+    comments = 0  # `:` lines: the server's heartbeats
     t_cache: dict[str, float] = {}
     position = 0
     length = len(body)
@@ -315,6 +316,8 @@ def _parse_sse(
             events[name] = events.get(name, 0) + 1
             if name == "done":
                 done = json.loads(block[block.index(b"\ndata: ") + 7 :])
+        elif block.startswith(b":"):
+            comments += 1
     return {
         "lines": lines,
         "first_number": first,
@@ -322,6 +325,7 @@ def _parse_sse(
         "contiguous": contiguous,
         "digest": digest.hexdigest(),
         "events": events,
+        "comments": comments,
         "done_status": done["status"] if done else None,
         "done_line_count": done["line_count"] if done else None,
     }

@@ -1,9 +1,10 @@
 """Settings of the streaming benchmark (its gunicorn servers and its own process): the
 project's production settings (config.settings, DEBUG off) plus this package as an app, so
-that its job module (tests/bench/jobs.py: bench.clock) is discovered like any app's.
+that its job module (tests/bench/jobs.py: the bench.* jobs) is discovered like any app's.
 
-Only two things differ from production: static files are served without a manifest (no
-collectstatic for a benchmark database), and passwords hash fast.
+Only three things differ from production: static files are served without a manifest (no
+collectstatic for a benchmark database), passwords hash fast, and the URLs add the idle
+section's baseline view (tests/bench/urls.py).
 """
 
 import os
@@ -15,3 +16,4 @@ from config.settings import *  # noqa: E402,F403
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.bench"]  # noqa: F405
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+ROOT_URLCONF = "tests.bench.urls"
