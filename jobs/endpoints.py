@@ -110,8 +110,9 @@ def _stream(request: HttpRequest, job: Job, after: int, live: bool, encode: Call
 def _peer_closed(sock: socket.socket) -> bool:
     """True when the client closed its end: readable, with nothing left to read."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        readiness = select.poll()  # not select.select: it fails on descriptors past 1023
+        readiness.register(sock, select.POLLIN)
+        return bool(readiness.poll(0)) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except (OSError, ValueError):

