@@ -628,3 +628,71 @@ def test_endpoints_need_permission(server: LiveServer, session_cookie: str, loca
     assert status == 404
     status, _, _ = request(f"{server.url}/jobs/not-a-uuid/events", headers={"Cookie": session_cookie})
     assert status == 404
+
+
+# --- 10. A crowd of viewers stays within the database's connections -----------------------------------
+
+CROWD = 40
+POOL_SIZE = 4
+
+
+def test_a_crowd_of_viewers_shares_a_bounded_pool_of_connections(
+    subprocess_env: dict[str, str], tmp_path: Path, session_cookie: str, local_runs: LocalRuns
+) -> None:
+    """40 viewers connecting at once to a process whose pool holds 4 PostgreSQL connections:
+    each waits its turn for one (to read its session, then the run) instead of failing with
+    "too many clients", and every viewer gets every line."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("connection pooling is PostgreSQL's (SQLite opens files, not connections)")
+    name = f"runlog-crowd-{uuid.uuid4().hex[:8]}"  # marks this server's connections
+    env = {**subprocess_env, "DATABASE_URL": f"{subprocess_env['DATABASE_URL']}?application_name={name}",
+           "DATABASE_POOL_SIZE": str(POOL_SIZE)}  # fmt: skip
+    server = start_gunicorn(env, tmp_path / "gunicorn.log", "--workers", "1", "--threads", str(CROWD + 8))
+    peak = 0
+    sampling = threading.Event()
+
+    def sample_connections() -> None:
+        nonlocal peak
+        with connection.cursor() as cursor:
+            while not sampling.is_set():
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name])
+                peak = max(peak, cursor.fetchone()[0])
+                time.sleep(0.01)
+        connection.close()
+
+    job = local_runs.create("demo.count", n=20, interval=0.05)
+    reads: list[list[SseEvent] | BaseException] = []
+
+    def view() -> None:
+        try:
+            with open_events(server, job, session_cookie) as stream:
+                reads.append(list(sse_events(stream)))
+        except BaseException as exc:  # reported below, with the others
+            reads.append(exc)
+
+    sampler = threading.Thread(target=sample_connections)
+    viewers = [threading.Thread(target=view) for _ in range(CROWD)]
+    try:
+        sampler.start()
+        for viewer in viewers:
+            viewer.start()
+        wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.QUEUED and peak > 0, "the crowd to connect")
+        local_runs.start(job)
+        for viewer in viewers:
+            viewer.join(WAIT * 2)
+    finally:
+        sampling.set()
+        sampler.join(WAIT)
+        stop_server(server)
+    failures = [read for read in reads if isinstance(read, BaseException)]
+    assert not failures, failures[:3]
+    assert len(reads) == CROWD
+    lines = stored_lines(job)
+    for read in reads:
+        assert [line_of(event) for event in read if event.event == "message"] == lines  # type: ignore[union-attr]
+        assert read[-1].event == "done"  # type: ignore[index]
+    print(f"{CROWD} viewers, at most {peak} connections")
+    assert 0 < peak <= POOL_SIZE
+    assert "too many clients" not in server.log() and "Traceback" not in server.log(), server.log()
