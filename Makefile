@@ -35,11 +35,14 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Benchmarks: tables on the terminal, the same figures as JSON in bench-results/.
+# Benchmarks: tables on the terminal, the same figures as JSON in bench-results/. Each runs
+# on SQLite and on the PostgreSQL server of BENCH_POSTGRES (its own databases, dropped after).
+BENCH_POSTGRES ?= postgres://root@127.0.0.1:5432
 bench: setup-dev
 	mkdir -p bench-results
-	$(BIN)/python -m tests.bench.bench_capture --json bench-results/capture.json
-	$(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
+	$(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-sqlite.json
+	DATABASE_URL=$(BENCH_POSTGRES)/runlog_bench $(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-postgresql.json
+	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
 
 # A smoke run of the benchmarks (small sizes, SQLite): seconds, so that CI keeps them working.
 bench-smoke: setup-dev

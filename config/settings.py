@@ -90,21 +90,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _database_file = Path(DATABASES["default"]["NAME"])
     DATABASES["default"].setdefault("TEST", {})["NAME"] = str(_database_file.with_name(f"test_{_database_file.name}"))
 else:
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)  # with the pool: checked on checkout
-    # Each thread that uses the database holds a connection of its own: job threads, the log
-    # flusher, the poller and every request, which with a crowd of live viewers means
-    # hundreds per process, more than PostgreSQL accepts (100 by default: "too many
-    # clients"). The pool bounds a process's connections; a thread that finds them all in
-    # use waits its turn (up to `timeout` seconds), and a thread's close() gives its
-    # connection back. Running jobs may hold one each, hence the room above RUNLOG_WORKERS.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "pool",
-        {
-            "min_size": 2,
-            "max_size": env.int("DATABASE_POOL_SIZE", default=env.int("RUNLOG_WORKERS", default=4) + 16),
-            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=30.0),
-        },
-    )
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth -----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs import formats
-from jobs.follow import Event, events, events_async
+from jobs.follow import Event, ViewerDatabase, events, events_async
 from jobs.models import Job, LogLine
 from jobs.runner import get_runner
 
@@ -61,6 +61,27 @@ def _requires(permission: str) -> Callable[[View], View]:
         return checked
 
     return decorator
+
+
+def _viewer(view: View) -> View:
+    """For the log streams, which a crowd may open at once (a page reloaded by hundreds,
+    a proxy reconnecting them all): the request reads its session, its permission and its
+    run under a viewer's database slot (jobs.follow.ViewerDatabase), then gives slot and
+    connection back; its stream takes one again for its own reads. The session is read
+    lazily, on the first use of request.user, so no query comes before the slot. A crowd
+    then waits its turn for a slot instead of opening a connection per viewer, which
+    exhausted PostgreSQL's 100 ("too many clients") with 200 viewers."""
+
+    @wraps(view)
+    def bounded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        database = ViewerDatabase()
+        try:
+            database.acquire()
+            return view(request, *args, **kwargs)
+        finally:
+            database.release()
+
+    return bounded
 
 
 def _count(value: str | None, name: str, default: int, maximum: int) -> int:
@@ -129,6 +150,7 @@ def _streaming_response(content: Iterable[Any], content_type: str) -> StreamingH
 
 
 @require_GET
+@_viewer
 @_requires("jobs.view_job")
 def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """The stored lines after `offset` as text/plain; with `follow=1`, then the live lines
@@ -140,6 +162,7 @@ def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 
 
 @require_GET
+@_viewer
 @_requires("jobs.view_job")
 def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Server-Sent Events: the run's status, its lines after the offset, live lines,

@@ -228,21 +228,22 @@ def _database_slots() -> threading.BoundedSemaphore:
 
 
 class ViewerDatabase:
-    """A viewer's use of the database: it holds a connection (and one of the process's
-    slots) while it reads, and gives both back before it waits for live lines, so that a
-    thousand idle viewers hold no connection."""
+    """A viewer's use of the database, bounded per process by VIEWER_DATABASE_SLOTS: it
+    holds a connection (and one of the slots) while it reads, and gives both back before
+    it waits for live lines, so that a thousand idle viewers hold no connection, and a
+    crowd arriving at once opens no more connections than there are slots (the endpoints
+    read the session and the permission under a slot too: jobs.endpoints)."""
 
     def __init__(self) -> None:
         self._holding = False
 
-    def read(self, call: Callable[[], Any]) -> Any:
+    def acquire(self) -> None:
         if not self._holding:
-            # The connection first, then the slot, as a new request does (its session was
-            # read on its connection): a slot holder never waits for the connection pool,
-            # so slot holders always finish, and the two limits cannot deadlock.
-            connection.ensure_connection()
             _database_slots().acquire()
             self._holding = True
+
+    def read(self, call: Callable[[], Any]) -> Any:
+        self.acquire()
         return call()
 
     def release(self) -> None:

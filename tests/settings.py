@@ -17,8 +17,9 @@ RUNLOG_HEARTBEAT_INTERVAL = 0.5
 RUNLOG_LOST_AFTER = 2.0
 RUNLOG_CANCEL_POLL_INTERVAL = 0.2
 RUNLOG_KILL_GRACE = 1.0
-# Streaming tests shorten the idle heartbeat through the environment of the server they start.
+# Servers started by the streaming tests take these two from the environment they are given.
 RUNLOG_STREAM_HEARTBEAT = float(os.environ.get("RUNLOG_STREAM_HEARTBEAT", "10"))
+RUNLOG_VIEWER_DATABASE_SLOTS = int(os.environ.get("RUNLOG_VIEWER_DATABASE_SLOTS", "8"))
 # Servers started by the tests serve static files straight from the apps (no collectstatic).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True

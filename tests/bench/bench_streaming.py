@@ -7,7 +7,8 @@
 It measures a snapshot of the working tree taken when it starts (other people edit this
 checkout while it runs; --in-place measures the checkout itself). For each database it
 runs itself in a child process against a fresh benchmark database (SQLite:
-/tmp/bench_stream/run-PID/db.sqlite3; PostgreSQL: postgres://root@127.0.0.1:5432/bench_stream_run_PID,
+/tmp/bench_stream/run-PID/db.sqlite3; PostgreSQL: $BENCH_POSTGRES/bench_stream_run_PID, by default on
+postgres://root@127.0.0.1:5432,
 dropped at the end, so that runs may overlap), starts gunicorn servers in their own process groups with
 config/gunicorn.conf.py and GUNICORN_WORKERS/GUNICORN_THREADS (or --worker-class asgi), and
 reads their streams with tests/bench/sse_client.py in a separate process (one epoll loop;
@@ -104,7 +105,8 @@ def database_url(database: str, run_dir: Path) -> str:
     if database == "sqlite":
         return f"sqlite:///{run_dir}/db.sqlite3"
     if database == "postgresql":
-        return f"postgres://root@127.0.0.1:5432/bench_stream_{run_dir.name.replace('-', '_')}"
+        server = os.environ.get("BENCH_POSTGRES", "postgres://root@127.0.0.1:5432")
+        return f"{server}/bench_stream_{run_dir.name.replace('-', '_')}"
     raise ValueError(f"unknown database {database!r}: sqlite or postgresql")
 
 
