@@ -95,10 +95,10 @@ def rows_of(item: Batch | StoredLines) -> list[Row]:
 
 
 class Subscription:
-    def __init__(self, job_id: uuid.UUID, crowd: set[Subscription] | None = None) -> None:
+    def __init__(self, job_id: uuid.UUID, crowd: set[Subscription]) -> None:
         self.job_id = job_id
-        #: All the run's subscribers (shared with the hub): their number sets the pause.
-        self._crowd = crowd if crowd is not None else {self}
+        #: All the run's subscribers in this process (the hub's set): their number sets the pause.
+        self._crowd = crowd
         self._pause_until = 0.0
         self.overflowed = False
         self._items: deque[Item] = deque()
