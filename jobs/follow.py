@@ -143,9 +143,8 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
                     reload = True
                     continue
                 # The poller's news of a run of another process: no read of our own.
-                state = item.state
-                yield from progress.changed(Progress(state.progress_done, state.progress_total, state.progress_message))
-                stored = max(stored, state.line_count)
+                yield from progress.changed(_progress(item.state))
+                stored = max(stored, item.state.line_count)
                 continue
             last = yield from _send_new_lines(job_id, last, item)
             if isinstance(item, Batch) and item.progress is not None:
@@ -195,8 +194,8 @@ def _same_status(job: Job, state: JobState) -> bool:
     return (job.status, job.error, job.cancel_requested) == (state.status, state.error, state.cancel_requested)
 
 
-def _progress(job: Job) -> Progress:
-    return Progress(job.progress_done, job.progress_total, job.progress_message)
+def _progress(run: Job | JobState) -> Progress:
+    return Progress(run.progress_done, run.progress_total, run.progress_message)
 
 
 class _ProgressSent:

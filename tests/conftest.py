@@ -19,9 +19,10 @@ from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from jobs.launcher import create_run, launch
-from jobs.models import Job, LogLine
+from jobs.models import Job, JobStatus, LogLine
 from jobs.runner import get_runner
 from tests.sse_client import HttpStream, Line, request
 
@@ -119,6 +120,20 @@ def assert_contiguous(job: Job) -> None:
 def stored_lines(job: Job) -> list[Line]:
     rows = LogLine.objects.filter(job=job).order_by("number").values_list("number", "stream", "created_at", "text")
     return [(number, stream, created_at.isoformat(), text) for number, stream, created_at, text in rows]
+
+
+def running_run() -> Job:
+    """A running run of no process: its lines are written by the test, as a flusher would."""
+    return Job.objects.create(name="demo.echo", params={}, status=JobStatus.RUNNING, started_at=timezone.now())
+
+
+def store_lines(job: Job, first: int, last: int) -> None:
+    """Store lines `first`..`last` of `job` ("line N") and count them, as its flusher would."""
+    now = timezone.now()
+    LogLine.objects.bulk_create(
+        LogLine(job=job, number=n, text=f"line {n}", created_at=now) for n in range(first, last + 1)
+    )
+    Job.objects.filter(pk=job.pk).update(line_count=last)
 
 
 class LocalRuns:

@@ -20,7 +20,7 @@ from jobs.follow import Done, Lines, Status, events
 from jobs.launcher import launch
 from jobs.live import hub
 from jobs.models import Job, JobStatus, LogLine
-from tests.conftest import wait_finished, wait_for
+from tests.conftest import running_run, store_lines, wait_finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -337,19 +337,12 @@ def take_events(job_id: uuid.UUID, after: int) -> Iterator[Any]:
     return events(job_id, after, live=True)
 
 
-def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once() -> None:
+def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run of another process (rows written here, as its flusher would): lines stored
     before the viewer's replay, during it and after it all arrive, each exactly once."""
-    now = timezone.now()
-    job = Job.objects.create(name="demo.echo", params={}, status=JobStatus.RUNNING, started_at=now)
-
-    def store(first: int, last: int) -> None:
-        LogLine.objects.bulk_create(
-            LogLine(job=job, number=n, text=f"line {n}", created_at=now) for n in range(first, last + 1)
-        )
-        Job.objects.filter(pk=job.pk).update(line_count=last)
-
-    store(1, 3000)  # more than one replay chunk
+    monkeypatch.setattr("jobs.follow.REPLAY_CHUNK", 2000)
+    job = running_run()
+    store_lines(job, 1, 3000)  # more than one replay chunk
     received: list[int] = []
     stream = take_events(job.id, 0)
     finished = threading.Event()
@@ -359,7 +352,7 @@ def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once() ->
             if isinstance(event, Lines):
                 received.extend(row[0] for row in event.rows)
                 if received[-1] == 3000:
-                    store(3001, 3500)  # stored while the viewer is between replay and live
+                    store_lines(job, 3001, 3500)  # stored while the viewer is between replay and live
             if isinstance(event, Done):
                 finished.set()
                 return
@@ -368,7 +361,7 @@ def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once() ->
     reader.start()
     try:
         wait_for(lambda: len(received) >= 3500, "the viewer to get the lines stored meanwhile")
-        store(3501, 3600)
+        store_lines(job, 3501, 3600)
         wait_for(lambda: len(received) >= 3600, "the viewer to tail the later lines through the poller")
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
         assert finished.wait(60)

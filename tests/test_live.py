@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from jobs.follow import Lines, Progress, Read, Status, Wait, follow
 from jobs.live import MAX_PAUSE, WAKEUPS_PER_SECOND, JobChanged, JobState, LiveHub, StoredLines, Subscription
-from jobs.models import Job, JobStatus, LogLine
+from jobs.models import Job
 from jobs.poller import Poller
+from tests.conftest import running_run, store_lines
 
 
 def crowd_of(hub: LiveHub, job_id: uuid.UUID, viewers: int) -> list[Subscription]:
@@ -86,18 +87,6 @@ def test_the_pause_follows_the_number_of_viewers() -> None:
 # --- the poller -----------------------------------------------------------------------------------
 
 
-def running_run() -> Job:
-    return Job.objects.create(name="demo.echo", params={}, status=JobStatus.RUNNING, started_at=timezone.now())
-
-
-def store(job: Job, first: int, last: int) -> None:
-    now = timezone.now()
-    LogLine.objects.bulk_create(
-        LogLine(job=job, number=n, text=f"line {n}", created_at=now) for n in range(first, last + 1)
-    )
-    Job.objects.filter(pk=job.pk).update(line_count=last)
-
-
 def published(viewer: Subscription) -> list[Any]:
     items, overflowed = viewer.take()
     assert not overflowed
@@ -117,7 +106,7 @@ def test_the_poller_publishes_lines_then_the_change_that_counts_them(monkeypatch
     assert isinstance(first, JobChanged) and first.state is not None
     assert first.state.line_count == 0
 
-    store(job, 1, 25)
+    store_lines(job, 1, 25)
     Job.objects.filter(pk=job.pk).update(progress_done=25, progress_total=100)
     # 25 new lines, 10 per fetch: the change waits until its lines are all published.
     assert poller.poll({job.id})
@@ -171,7 +160,7 @@ def test_a_viewer_takes_the_pollers_news_without_reading_the_run_again() -> None
 def test_a_viewer_reads_the_lines_the_poller_counted_but_did_not_bring() -> None:
     job = running_run()
     plan, _ = start_following(job)
-    store(job, 1, 4)
+    store_lines(job, 1, 4)
     step = plan.send(([job_changed(job, line_count=4)], False))
     assert isinstance(step, Read)
     lines = plan.send(step.call())
