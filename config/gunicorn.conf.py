@@ -38,7 +38,7 @@ def post_worker_init(worker: Any) -> None:
 
     def handle_exit(signum: int, frame: Any) -> None:
         stop_taking_requests(signum, frame)
-        from jobs.runner import get_runner
+        from jobs.running.runner import get_runner
 
         threading.Thread(target=get_runner().shut_down, name="runlog-shutdown").start()
 
@@ -47,6 +47,6 @@ def post_worker_init(worker: Any) -> None:
 
 def worker_exit(server: Any, worker: Any) -> None:
     """The last moment in the worker: wait for (or do) the shutdown of its runs."""
-    from jobs.runner import get_runner
+    from jobs.running.runner import get_runner
 
     get_runner().shut_down()

@@ -131,13 +131,13 @@ SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 # --- Logging --------------------------------------------------------------------------------
-# The root logger passes INFO and up: that is what a job's log captures (see jobs.capture).
+# The root logger passes INFO and up: that is what a job's log captures (see jobs.running.capture).
 # The console shows LOG_LEVEL and up, and skips records that went to a job's log.
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"not_from_a_job": {"()": "jobs.capture.NotFromAJobFilter"}},
+    "filters": {"not_from_a_job": {"()": "jobs.running.capture.NotFromAJobFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
         "console": {

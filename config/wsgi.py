@@ -8,6 +8,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_wsgi_application()
 
-from jobs.runner import start as start_runner  # noqa: E402 - needs the app registry
+from jobs.running.runner import start as start_runner  # noqa: E402 - needs the app registry
 
 start_runner()

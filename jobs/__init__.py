@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jobs.control import JobCancelled, checkpoint, progress, sleep
 from jobs.params import InvalidParameters
-from jobs.processes import run_command
 from jobs.registry import UnknownJob, job
+from jobs.running.control import JobCancelled, checkpoint, progress, sleep
+from jobs.running.processes import run_command
 
 if TYPE_CHECKING:
     from jobs.models import Job

@@ -23,7 +23,7 @@ from jobs import launcher, registry
 from jobs.models import Job, JobQuerySet
 from jobs.params import InvalidParameters
 from jobs.registry import UnknownJob
-from jobs.runner import get_runner
+from jobs.running.runner import get_runner
 
 #: Lines of a run's log shown on its admin page; the whole log is a link away.
 LOG_TAIL = 200

@@ -9,8 +9,9 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from jobs import capture, registry
+        from jobs import registry
         from jobs.conf import runlog_settings
+        from jobs.running import capture
 
         # Capture is installed once here; it costs threads that run no job nothing.
         capture.install()

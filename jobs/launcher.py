@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobs import registry
 from jobs.models import Job, JobStatus
-from jobs.runner import start
+from jobs.running.runner import start
 
 
 def create_run(name: str, params: dict[str, Any], user: AbstractBaseUser | None = None) -> Job:

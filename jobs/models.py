@@ -126,7 +126,7 @@ class LogLineQuerySet(models.QuerySet["LogLine"]):
         (job, number) even when PostgreSQL has no statistics yet (a plain `number > after`
         then makes it scan and sort every later line, for each page). The time is read as
         text because converting a datetime per row is most of a replay's cost, and lines
-        stored together share one time (see jobs.formats)."""
+        stored together share one time (see jobs.streaming.formats)."""
         rows = self.filter(job_id=job_id, number__gt=after, number__lte=after + limit).order_by("number")
         rows = rows.annotate(stored_at=Cast("created_at", models.TextField()))
         # The ORM writes the query; the rows are fetched in one call, without the ORM's

@@ -1,9 +1,10 @@
 """The job pages (jobs.views) and the endpoints that serve logs to browsers and scripts
-(jobs.endpoints). URL names are used in templates, the admin and tests."""
+(jobs.streaming.endpoints). URL names are used in templates, the admin and tests."""
 
 from django.urls import path
 
-from jobs import endpoints, views
+from jobs import views
+from jobs.streaming import endpoints
 
 app_name = "jobs"
 

@@ -1,7 +1,7 @@
 """The HTML pages: the list of runs, a run's page (its permalink) and re-run.
 
 The log endpoints that feed the page live (events, lines, log.txt, status, cancel) are in
-jobs.endpoints; these views only render what is stored and hand the URLs to log.js.
+jobs.streaming.endpoints; these views only render what is stored and hand the URLs to log.js.
 """
 
 from __future__ import annotations

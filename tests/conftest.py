@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from jobs.launcher import create_run, launch
 from jobs.models import Job, JobStatus, LogLine
-from jobs.runner import get_runner
+from jobs.running.runner import get_runner
 from tests.sse_client import HttpStream, Line, request
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def _release_background_connections(django_db_setup: Any, django_db_blocker: Any
     """The runner's supervisor and flusher threads hold connections to the test database;
     it can only be dropped once they let go."""
     yield
-    from jobs.runner import get_runner
+    from jobs.running.runner import get_runner
 
     get_runner().stop()
     if connection.vendor == "postgresql":
@@ -72,7 +72,7 @@ def missing_tool(message: str) -> NoReturn:
 def run_now(name: str, **params: Any) -> Job:
     """Create a run of `name` and run it in this thread through this process's runner."""
     from jobs.launcher import create_run
-    from jobs.runner import start
+    from jobs.running.runner import start
 
     job = create_run(name, params)
     return start().run(job)

@@ -43,10 +43,10 @@ from hypothesis import strategies as st
 from jobs import InvalidParameters, UnknownJob, job, registry, run_command
 from jobs.admin import ERROR_PREVIEW, LOG_TAIL
 from jobs.conf import runlog_settings
-from jobs.endpoints import MAX_LINES_PER_REQUEST
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine
-from jobs.runner import start
+from jobs.running.runner import start
+from jobs.streaming.endpoints import MAX_LINES_PER_REQUEST
 from jobs.views import TAIL_LINES
 from tests.conftest import RUN_URLS, assert_contiguous, run_now, wait_finished
 from tests.test_endpoints import finished_run, parse_sse, streamed
@@ -214,7 +214,7 @@ def test_any_count_gets_a_400_or_exactly_the_lines_it_names(
     count = as_count(value)
     assert count is not None, f"{value!r} was accepted but names no count"
     if parameter.name == "limit":
-        default_limit = 1000  # jobs.endpoints.log_lines' default
+        default_limit = 1000  # jobs.streaming.endpoints.log_lines' default
         limit = min(count, MAX_LINES_PER_REQUEST) if value.strip() else default_limit
         assert_lines_after(response, parameter.endpoint, 0, limit)
     else:

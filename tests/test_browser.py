@@ -19,7 +19,7 @@ import pytest
 
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from jobs.runner import start
+from jobs.running.runner import start
 from tests.conftest import WAIT, LiveServer, missing_tool, wait_finished
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -17,9 +17,10 @@ import pytest
 from django.utils.safestring import mark_safe
 
 import jobs
-from jobs import capture, job
+from jobs import job
 from jobs.conf import runlog_settings
 from jobs.models import Job, JobStatus, LogLine, LogStream
+from jobs.running import capture
 from tests.conftest import WAIT, assert_contiguous, log_texts, run_now, wait_finished
 
 #: Upper bound on any wait in these tests, so that a broken product fails a test instead

@@ -16,10 +16,10 @@ from django.contrib.auth.models import Permission
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from jobs.follow import Done, Lines, Status, events
 from jobs.launcher import launch
-from jobs.live import hub
+from jobs.logstore.hub import hub
 from jobs.models import Job, JobStatus, LogLine
+from jobs.streaming.follow import Done, Lines, Status, events
 from tests.conftest import running_run, store_lines, wait_finished, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -340,7 +340,7 @@ def take_events(job_id: uuid.UUID, after: int) -> Iterator[Any]:
 def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A run of another process (rows written here, as its flusher would): lines stored
     before the viewer's replay, during it and after it all arrive, each exactly once."""
-    monkeypatch.setattr("jobs.follow.REPLAY_CHUNK", 2000)
+    monkeypatch.setattr("jobs.streaming.follow.REPLAY_CHUNK", 2000)
     job = running_run()
     store_lines(job, 1, 3000)  # more than one replay chunk
     received: list[int] = []
@@ -374,7 +374,7 @@ def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once(monk
 def test_a_viewer_that_overflows_the_hub_catches_up_from_the_database(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("jobs.live.SUBSCRIBER_BUFFER", 2)
+    monkeypatch.setattr("jobs.logstore.hub.SUBSCRIBER_BUFFER", 2)
     job = launch("demo.count", n=300, interval=0.001)
     stream = take_events(job.id, 0)
     first = next(stream)

@@ -48,7 +48,7 @@ import jobs
 from jobs import job, sleep, storage
 from jobs.conf import runlog_settings
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from jobs.runner import start as start_runner
+from jobs.running.runner import start as start_runner
 from tests.conftest import (
     ACCESS_LOG_FORMAT,
     PERMALINK,
@@ -385,7 +385,7 @@ def test_postgresql_restart_under_a_running_job_loses_nothing(caplog: pytest.Log
         state.release.set()
         wait_finished(run)
 
-    retries = [m for m in messages(caplog, "jobs.dbretry") if "could not store log lines" in m]
+    retries = [m for m in messages(caplog, "jobs.logstore.dbretry") if "could not store log lines" in m]
     print(
         f"\n{printed_during} lines printed while PostgreSQL restarted; {len(retries)} retries of the writer: "
         f"{retries[:1]}; {state.printed} Task lines in all"
@@ -441,7 +441,7 @@ def test_database_away_past_the_retry_limit_fails_the_run_clearly(
     # pass the limit: with 4 s, after its attempt at about 3.2 s. The run's last line then
     # gets another 3.2 s of retries, which a starting PostgreSQL (about 1 s) fits in.
     settings.RUNLOG_DATABASE_RETRY_LIMIT = 4.0
-    assert_outage_fails_the_run(caplog, "jobs.flusher", "the writer to give up")
+    assert_outage_fails_the_run(caplog, "jobs.logstore.flusher", "the writer to give up")
 
 
 @postgresql_only
@@ -450,7 +450,7 @@ def test_database_away_past_every_retry_fails_the_run_once_it_is_back(
 ) -> None:
     """PostgreSQL stopped until the run's worker has given up on recording its end too."""
     settings.RUNLOG_DATABASE_RETRY_LIMIT = 1.0
-    assert_outage_fails_the_run(caplog, "jobs.runner", "the run's worker to give up", timeout=LOST_WITHIN)
+    assert_outage_fails_the_run(caplog, "jobs.running.runner", "the run's worker to give up", timeout=LOST_WITHIN)
 
 
 #: How psycopg words a refused connection: two lines.

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from jobs.follow import Lines, Progress, Read, Status, Wait, follow
-from jobs.live import MAX_PAUSE, WAKEUPS_PER_SECOND, JobChanged, JobState, LiveHub, StoredLines, Subscription
+from jobs.logstore.hub import MAX_PAUSE, WAKEUPS_PER_SECOND, JobChanged, JobState, LiveHub, StoredLines, Subscription
 from jobs.models import Job
-from jobs.poller import Poller
+from jobs.streaming.follow import Lines, Progress, Read, Status, Wait, follow
+from jobs.streaming.poller import Poller
 from tests.conftest import running_run, store_lines
 
 
@@ -95,7 +95,7 @@ def published(viewer: Subscription) -> list[Any]:
 
 @pytest.mark.django_db
 def test_the_poller_publishes_lines_then_the_change_that_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("jobs.poller.FETCH_LIMIT", 10)
+    monkeypatch.setattr("jobs.streaming.poller.FETCH_LIMIT", 10)
     hub = LiveHub()
     poller = Poller(hub)
     job = running_run()

@@ -19,8 +19,8 @@ from django.test import override_settings
 from jobs import job, run_command
 from jobs.choices import LogStream
 from jobs.conf import runlog_settings
+from jobs.logstore.writer import CHUNK_CHARS
 from jobs.models import Job, JobStatus, LogLine
-from jobs.writer import CHUNK_CHARS
 from tests.conftest import assert_contiguous, log_texts, run_now
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -17,7 +17,7 @@ from django.db import transaction
 import jobs
 from jobs import InvalidParameters, UnknownJob, job, registry
 from jobs.models import Job, JobStatus
-from jobs.runner import get_runner
+from jobs.running.runner import get_runner
 from tests.conftest import log_texts, run_now, wait_finished
 
 # What the test-only jobs received when they ran, by a key the test passes.

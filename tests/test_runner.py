@@ -26,8 +26,8 @@ from jobs import JobCancelled, checkpoint, job, progress, run_command, sleep
 from jobs.conf import runlog_settings
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from jobs.runner import get_runner, start
-from jobs.supervisor import Supervisor, mark_stale_runs_lost, process_identity, recover_runs_of_dead_processes
+from jobs.running.runner import get_runner, start
+from jobs.running.supervisor import Supervisor, mark_stale_runs_lost, process_identity, recover_runs_of_dead_processes
 from tests.conftest import WAIT, assert_contiguous, log_texts, run_now, wait_finished, wait_for
 
 #: Generous: a deadline only bounds how long a broken build hangs, it never decides a pass.
@@ -700,7 +700,7 @@ def test_running_a_finished_job_again_does_nothing(gate: tuple[str, threading.Ev
 
 @pytest.mark.django_db(transaction=True)
 def test_a_job_submitted_twice_runs_once(gate: tuple[str, threading.Event], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="jobs.runner")
+    caplog.set_level(logging.INFO, logger="jobs.running.runner")
     key, release = gate
     runner = start()
     job = create_run("runner_tests.count_runs", {"gate": key})

@@ -13,9 +13,9 @@ import pytest
 
 from jobs import checkpoint, job
 from jobs.launcher import create_run
-from jobs.live import LiveHub
+from jobs.logstore.hub import LiveHub
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from jobs.runner import Runner
+from jobs.running.runner import Runner
 from tests.conftest import WAIT, assert_contiguous, launch_in_server, log_texts, start_gunicorn, stop_server, wait_for
 from tests.sse_client import HttpStream
 
@@ -72,7 +72,7 @@ def test_sigterm_ends_the_runs_of_gunicorn_truthfully_and_ends_their_streams(
 def own_hub(monkeypatch: pytest.MonkeyPatch) -> None:
     """A runner's shutdown ends every stream of its process; these tests' runners are not
     the process's, so they get a hub of their own."""
-    monkeypatch.setattr("jobs.runner.hub", LiveHub())
+    monkeypatch.setattr("jobs.running.runner.hub", LiveHub())
 
 
 @pytest.mark.usefixtures("own_hub")

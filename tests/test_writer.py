@@ -16,8 +16,8 @@ import pytest
 from django.test import override_settings
 
 from jobs.choices import LogStream
-from jobs.control import JobCancelled, JobContext
-from jobs.writer import CHUNK_CHARS, Channel, LogWriter
+from jobs.logstore.writer import CHUNK_CHARS, Channel, LogWriter
+from jobs.running.control import JobCancelled, JobContext
 
 Segments = list[tuple[str, list[str]]]
 

@@ -42,7 +42,7 @@ def main() -> None:
     from django.db import connection
 
     old_name = connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    from jobs.runner import get_runner
+    from jobs.running.runner import get_runner
 
     try:
         results = {"database": connection.vendor, **run_all(args)}
@@ -85,7 +85,7 @@ def flood_through_capture(lines: int) -> float:
     """Seconds from launching demo.flood to its last line committed (status saved)."""
     from jobs.launcher import create_run
     from jobs.models import JobStatus, LogLine
-    from jobs.runner import start
+    from jobs.running.runner import start
 
     job = create_run("demo.flood", {"lines": lines})
     started = time.perf_counter()
@@ -99,8 +99,8 @@ def flood_through_capture(lines: int) -> float:
 def _prepared_batch(lines: int) -> Any:
     from django.utils import timezone
 
+    from jobs.logstore.writer import Batch
     from jobs.models import Job
-    from jobs.writer import Batch
 
     job = Job.objects.create(name="bench.rows")
     texts = [f"{index:>12} {'x' * 66}" for index in range(lines)]
@@ -111,8 +111,8 @@ def _prepared_batch(lines: int) -> Any:
 
 def raw_insert(lines: int) -> float:
     """The ceiling: the writer's storage of ready rows, in batches like the flusher's."""
-    from jobs import storage
-    from jobs.writer import Batch
+    from jobs.logstore import storage
+    from jobs.logstore.writer import Batch
 
     job, batch = _prepared_batch(lines)
     texts = batch.segments[0][1]
@@ -159,9 +159,9 @@ def print_costs(prints: int, repeat: int) -> tuple[float, float, float]:
     back to back in fresh threads, so that machine noise hits both sides alike."""
     from django.test import override_settings
 
-    from jobs import capture
-    from jobs.control import JobContext
-    from jobs.writer import LogWriter
+    from jobs.logstore.writer import LogWriter
+    from jobs.running import capture
+    from jobs.running.control import JobContext
 
     def timed_in_thread(body: Callable[[], None]) -> float:
         result: list[float] = []

@@ -336,7 +336,7 @@ def run_database(args: argparse.Namespace) -> None:
                 results[name]["machine_busy_cores"] = machine.busy_cores()
                 save()
     finally:
-        from jobs.runner import get_runner
+        from jobs.running.runner import get_runner
 
         get_runner().stop()
         connection.close()
@@ -1049,7 +1049,7 @@ class Bench:
 
         from jobs.launcher import create_run
         from jobs.models import JobStatus
-        from jobs.runner import start
+        from jobs.running.runner import start
 
         lines = self.sizes.replay_lines
         log(f"replay: creating a {lines:,}-line run (demo.flood in this process)")
@@ -1113,9 +1113,9 @@ class Bench:
         format; and the naive baseline, list(job.lines.all())."""
         from django.db import connection
 
-        from jobs import formats
-        from jobs.follow import REPLAY_CHUNK, Lines
         from jobs.models import Job, LogLine
+        from jobs.streaming import formats
+        from jobs.streaming.follow import REPLAY_CHUNK, Lines
 
         def chunked(encode: Callable[[Lines], bytes] | None) -> Callable[[], int]:
             def read() -> int:

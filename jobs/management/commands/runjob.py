@@ -10,10 +10,10 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs import registry
 from jobs.launcher import create_run
-from jobs.live import JobChanged, Subscription, hub, rows_of
+from jobs.logstore.hub import JobChanged, Subscription, hub, rows_of
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.params import InvalidParameters
-from jobs.runner import start
+from jobs.running.runner import start
 
 #: Exit code for a bad command line (unknown job, bad parameter), as argparse uses.
 USAGE_ERROR = 2

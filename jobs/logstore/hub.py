@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from jobs.writer import Batch
+from jobs.logstore.writer import Batch
 
 #: Items a subscriber may hold before it is cut off and told to read the database.
 SUBSCRIBER_BUFFER = 1024
@@ -39,7 +39,7 @@ WAKEUPS_PER_SECOND = 1000
 MAX_PAUSE = 0.5
 
 #: (number, stream, created_at, text): one stored line, as viewers see it. created_at is a
-#: datetime for live lines, the database's text for lines read back (jobs.formats reads both).
+#: datetime for live lines, the database's text for lines read back (jobs.streaming.formats reads both).
 Row = tuple[int, str, datetime | str, str]
 
 

@@ -13,7 +13,7 @@ Exactly once, in order, with no gap (the resume contract of DESIGN.md):
   next line is further on (the viewer subscribed mid-batch, overflowed, or the poller met
   the run late), the gap is read from the database first.
 - The end is sent only after the final status is seen, and the final status is saved only
-  after every line is stored (jobs.execution), so the last read has every line.
+  after every line is stored (jobs.running.execution), so the last read has every line.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
-from jobs.live import JobChanged, JobState, Row, StoredLines, StreamsClosing, Subscription, hub, rows_of
+from jobs.logstore.hub import JobChanged, JobState, Row, StoredLines, StreamsClosing, Subscription, hub, rows_of
+from jobs.logstore.writer import Batch
 from jobs.models import Job, LogLine
-from jobs.poller import poller
-from jobs.writer import Batch
+from jobs.streaming.poller import poller
 
 #: Lines per database read while replaying: large enough to stream fast, small enough to
 #: keep a viewer's memory flat whatever the log's size.
@@ -231,7 +231,7 @@ class ViewerDatabase:
     holds a connection (and one of the slots) while it reads, and gives both back before
     it waits for live lines, so that a thousand idle viewers hold no connection, and a
     crowd arriving at once opens no more connections than there are slots (the endpoints
-    read the session and the permission under a slot too: jobs.endpoints)."""
+    read the session and the permission under a slot too: jobs.streaming.endpoints)."""
 
     def __init__(self) -> None:
         self._holding = False

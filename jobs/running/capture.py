@@ -18,7 +18,7 @@ import sys
 import threading
 from typing import IO, Any
 
-from jobs.control import JobContext
+from jobs.running.control import JobContext
 
 
 class _ThreadState(threading.local):

@@ -14,15 +14,15 @@ import threading
 import time
 import uuid
 
-from jobs import capture
 from jobs.conf import runlog_settings
-from jobs.control import CancelReason
-from jobs.dbretry import one_line
-from jobs.execution import close_thread_connection, execute
-from jobs.live import hub
+from jobs.logstore.dbretry import one_line
+from jobs.logstore.hub import hub
+from jobs.logstore.writer import LogWriter
 from jobs.models import Job, JobStatus
-from jobs.supervisor import Supervisor, end_run, process_identity
-from jobs.writer import LogWriter
+from jobs.running import capture
+from jobs.running.control import CancelReason
+from jobs.running.execution import close_thread_connection, execute
+from jobs.running.supervisor import Supervisor, end_run, process_identity
 
 logger = logging.getLogger(__name__)
 

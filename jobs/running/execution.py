@@ -9,17 +9,18 @@ from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, connection
 
-from jobs import capture, registry
+from jobs import registry
 from jobs.conf import runlog_settings
-from jobs.control import CancelReason, JobCancelled, JobContext
-from jobs.dbretry import retrying
-from jobs.flusher import failure_note, flusher
-from jobs.live import hub
+from jobs.logstore.dbretry import retrying
+from jobs.logstore.flusher import failure_note, flusher
+from jobs.logstore.hub import hub
+from jobs.logstore.writer import Channel
 from jobs.models import Job, JobStatus
-from jobs.writer import Channel
+from jobs.running import capture
+from jobs.running.control import CancelReason, JobCancelled, JobContext
 
 if TYPE_CHECKING:
-    from jobs.supervisor import Supervisor
+    from jobs.running.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A job's log writer: takes its output, and hands it to the flusher as numbered lines.
 
 The job's threads only append raw chunks to a deque (`write_stdout` is the hot path of
-every print() in a job). The process's flusher thread (jobs.flusher) drains the deque,
+every print() in a job). The process's flusher thread (jobs.logstore.flusher) drains the deque,
 splits chunks into lines here, numbers and stores them. Splitting in the flusher keeps
 print() cheap and lets str.join/str.split work on whole batches.
 
@@ -23,7 +23,7 @@ from jobs.choices import LogStream
 from jobs.conf import runlog_settings
 
 if TYPE_CHECKING:
-    from jobs.control import JobContext
+    from jobs.running.control import JobContext
 
 #: Writes longer than this are cut into several chunks, so that the buffer's bound in
 #: chunks is also a bound in memory.
@@ -262,7 +262,7 @@ class LogWriter:
         if self._closed:
             # A thread the job started is still writing after the job ended: its text has
             # nowhere to go in the log, so it goes to the process's own stream.
-            from jobs.capture import original_stream
+            from jobs.running.capture import original_stream
 
             return original_stream(channel.stream).write(text)
         if self.context is not None:

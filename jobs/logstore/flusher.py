@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from jobs import storage
 from jobs.choices import LogStream
 from jobs.conf import runlog_settings
-from jobs.control import CancelReason
-from jobs.dbretry import one_line, retrying
-from jobs.live import hub
-from jobs.writer import Batch, LogWriter
+from jobs.logstore import storage
+from jobs.logstore.dbretry import one_line, retrying
+from jobs.logstore.hub import hub
+from jobs.logstore.writer import Batch, LogWriter
+from jobs.running.control import CancelReason
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from jobs.choices import LogStream
-from jobs.control import current_context, signal_process_group
-from jobs.writer import Channel, LogWriter
+from jobs.logstore.writer import Channel, LogWriter
+from jobs.running.control import current_context, signal_process_group
 
 #: Bytes per read from a child's pipe.
 READ_SIZE = 65536

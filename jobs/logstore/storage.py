@@ -22,8 +22,8 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from jobs.logstore.writer import Batch
 from jobs.models import Job, LogLine
-from jobs.writer import Batch
 
 _LINE_FIELDS = ("job", "number", "stream", "text", "created_at")
 # Binary COPY needs the exact PostgreSQL type of each column, in _LINE_FIELDS order.

@@ -26,8 +26,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.conf import runlog_settings
-from jobs.control import CancelReason, JobContext
 from jobs.models import Job, JobStatus, LogLine, LogStream
+from jobs.running.control import CancelReason, JobContext
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Supervisor:
     def _heartbeat(self) -> None:
         # One UPDATE of many rows locks them in whatever order its scan meets them, and
         # deadlocked with the flusher updating the same runs' line counts (seen on
-        # PostgreSQL). Both lock the rows in primary key order instead (jobs.storage).
+        # PostgreSQL). Both lock the rows in primary key order instead (jobs.logstore.storage).
         with transaction.atomic():
             mine = Job.objects.owned_by(self.identity).order_by("pk").select_for_update(no_key=True)
             ids = list(mine.values_list("pk", flat=True))

@@ -10,9 +10,9 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from jobs.follow import Done, Event, Heartbeat, Lines, Progress, Status
-from jobs.live import Row
+from jobs.logstore.hub import Row
 from jobs.models import Job
+from jobs.streaming.follow import Done, Event, Heartbeat, Lines, Progress, Status
 
 #: Milliseconds EventSource waits before it reconnects (the stream's first line).
 SSE_RETRY_MS = 2000

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 
 from jobs.conf import runlog_settings
-from jobs.live import JobChanged, JobState, LiveHub, StoredLines, hub
+from jobs.logstore.hub import JobChanged, JobState, LiveHub, StoredLines, hub
 from jobs.models import Job, LogLine
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Poller:
                 self._published[job_id] = state.line_count
             elif state.line_count > self._published[job_id] and self._publish_lines(job_id, state.line_count):
                 # More lines than one fetch: the change waits until they are all published,
-                # so that its viewers do not each read the rest themselves (jobs.follow).
+                # so that its viewers do not each read the rest themselves (jobs.streaming.follow).
                 behind = True
                 continue
             if self._seen.get(job_id) != state:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from jobs.conf import runlog_settings
 
 if TYPE_CHECKING:
-    from jobs.writer import LogWriter
+    from jobs.logstore.writer import LogWriter
 
 
 class JobCancelled(BaseException):
@@ -118,7 +118,7 @@ def signal_process_group(process: subprocess.Popen[bytes], signum: int) -> None:
 
 def current_context() -> JobContext | None:
     """The context of the job this thread is running (or was started by), if any."""
-    from jobs.capture import thread_context
+    from jobs.running.capture import thread_context
 
     return thread_context()
 

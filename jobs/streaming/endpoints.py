@@ -2,7 +2,7 @@
 event stream (events), a range of lines (lines), the status (JSON) and cancel.
 
 They answer 403, not a login redirect, to a user who may not see runs: their callers are
-EventSource, fetch() and scripts. Streams come from jobs.follow: a sync generator under
+EventSource, fetch() and scripts. Streams come from jobs.streaming.follow: a sync generator under
 WSGI, an async one under ASGI (Django would buffer a sync one there).
 """
 
@@ -29,10 +29,10 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
-from jobs import formats
-from jobs.follow import Event, ViewerDatabase, events, events_async
 from jobs.models import Job, LogLine
-from jobs.runner import get_runner
+from jobs.running.runner import get_runner
+from jobs.streaming import formats
+from jobs.streaming.follow import Event, ViewerDatabase, events, events_async
 
 #: The largest line number there can be (a PositiveIntegerField); an offset beyond it
 #: means "I have every line".
@@ -66,7 +66,7 @@ def _requires(permission: str) -> Callable[[View], View]:
 def _viewer(view: View) -> View:
     """For the log streams, which a crowd may open at once (a page reloaded by hundreds,
     a proxy reconnecting them all): the request reads its session, its permission and its
-    run under a viewer's database slot (jobs.follow.ViewerDatabase), then gives slot and
+    run under a viewer's database slot (jobs.streaming.follow.ViewerDatabase), then gives slot and
     connection back; its stream takes one again for its own reads. The session is read
     lazily, on the first use of request.user, so no query comes before the slot. A crowd
     then waits its turn for a slot instead of opening a connection per viewer, which
