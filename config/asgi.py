@@ -1,4 +1,4 @@
-"""ASGI entry point. Starts this process's job runner beside the app."""
+"""ASGI entry point. Starts this process's supervisor beside the app."""
 
 import os
 
@@ -8,6 +8,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 application = get_asgi_application()
 
-from jobs.running.runner import start as start_runner  # noqa: E402 - needs the app registry
+from jobs.running.runner import get_runner  # noqa: E402 - needs the app registry
 
-start_runner()
+# Every Runlog process watches for runs whose worker died; this one executes runs only if
+# the threads backend hands it some (its runner starts capture then).
+get_runner().supervise()

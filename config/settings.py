@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Before django_tasks_db: its `db_worker` command is Runlog's (jobs/management/commands).
     "jobs",
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -149,6 +153,35 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": "INFO"},
 }
+
+# --- Where jobs run ---------------------------------------------------------------------------
+# TASK_BACKEND picks the Tasks backend that executes runs:
+#   threads   worker threads of the process that launched the run (no other service);
+#   database  `manage.py db_worker` processes on any machine that reaches the database;
+#   celery    Celery workers (`celery -A config worker`) fed through CELERY_BROKER_URL.
+
+TASK_BACKENDS = {
+    "threads": "jobs.running.threads_backend.ThreadsBackend",
+    "database": "django_tasks_db.DatabaseBackend",
+    "celery": "django_tasks_fennel.backend.CeleryBackend",
+}
+TASK_BACKEND = env.str("TASK_BACKEND", default="threads")
+if TASK_BACKEND not in TASK_BACKENDS:
+    raise ImproperlyConfigured(f"TASK_BACKEND must be one of {', '.join(TASK_BACKENDS)}, not {TASK_BACKEND!r}.")
+TASKS = {"default": {"BACKEND": TASK_BACKENDS[TASK_BACKEND]}}
+if TASK_BACKEND == "celery":
+    INSTALLED_APPS.append("django_tasks_fennel")
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+# Runs keep their own state in the database: Celery needs no result backend.
+CELERY_RESULT_BACKEND = None
+# A message is acknowledged when its task returns, so a run whose worker died before it
+# started is delivered again; Runlog's claim makes a second delivery of a started run a no-op.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The queue the Tasks framework names "default" is the one workers consume.
+CELERY_TASK_DEFAULT_QUEUE = "default"
 
 # --- Runlog ---------------------------------------------------------------------------------
 # Defaults live in jobs/conf.py; each can be set here or in the environment.

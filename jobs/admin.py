@@ -23,7 +23,6 @@ from jobs import launcher, registry
 from jobs.models import Job, JobQuerySet
 from jobs.params import InvalidParameters
 from jobs.registry import UnknownJob
-from jobs.running.runner import get_runner
 
 #: Lines of a run's log shown on its admin page; the whole log is a link away.
 LOG_TAIL = 200
@@ -48,7 +47,7 @@ class JobAdmin(admin.ModelAdmin):
         (None, {"fields": ["id", "name", "params", "status", "error", "launched_by", "line_count"]}),
         ("Times", {"fields": ["created_at", "started_at", "finished_at", "duration"]}),
         ("Progress", {"fields": ["progress_done", "progress_total", "progress_message"]}),
-        ("Run control", {"fields": ["worker", "heartbeat_at", "cancel_requested", "timeout"]}),
+        ("Run control", {"fields": ["worker", "heartbeat_at", "cancel_requested", "cancelled_by", "timeout"]}),
     ]
     readonly_fields = [field.name for field in Job._meta.fields] + ["duration"]
     # The run page links to the job page itself; "View on site" would be a second such link.
@@ -134,10 +133,10 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected runs", permissions=["change"])
     def cancel_runs(self, request: HttpRequest, queryset: JobQuerySet) -> None:
-        runner = get_runner()
         selected = queryset.count()
-        # cancel() is False for a run that finished meanwhile: count what was really asked.
-        cancelled = sum(runner.cancel(job_id) for job_id in queryset.unfinished().values_list("id", flat=True))
+        # cancel_run() is False for a run that finished meanwhile: count what was really asked.
+        unfinished = queryset.unfinished().values_list("id", flat=True)
+        cancelled = sum(launcher.cancel_run(job_id, request.user) for job_id in unfinished)
         if cancelled:
             self.message_user(request, f"Asked {_runs(cancelled)} to stop.", messages.SUCCESS)
         if selected > cancelled:

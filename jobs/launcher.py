@@ -1,47 +1,90 @@
-"""Launching a run: validate its parameters, create the Job, hand it to the runner."""
+"""Launching and cancelling runs: what the admin, the pages, `runjob` and `jobs.launch()`
+do to a run. Both are operations on the run in the database; whichever process executes
+it (or none yet) follows from there."""
 
 from __future__ import annotations
 
-from functools import partial
+import uuid
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
 from jobs import registry
 from jobs.models import Job, JobStatus
-from jobs.running.runner import start
+from jobs.tasks import run_job, runs_in_this_process
+
+User = AbstractBaseUser | AnonymousUser
 
 
-def create_run(name: str, params: dict[str, Any], user: AbstractBaseUser | None = None) -> Job:
-    """A queued run of job `name`, owned by this process. Raises UnknownJob or
-    InvalidParameters (with a message per bad field) and then creates nothing."""
+def create_run(name: str, params: dict[str, Any], user: User | None = None, *, owner: str = "") -> Job:
+    """A queued run of job `name`. Raises UnknownJob or InvalidParameters (with a message
+    per bad field) and then creates nothing. With `owner` (a process identity) the run is
+    that process's from the start: its heartbeats keep it alive, and it is lost with it."""
     spec = registry.get(name)
     stored = spec.to_json(params)
-    runner = start()
     return Job.objects.create(
         name=spec.name,
         params=stored,
         status=JobStatus.QUEUED,
-        launched_by=user if user is not None and user.is_authenticated else None,
+        launched_by=_known(user),
         timeout=spec.timeout,
-        worker=runner.identity,
-        heartbeat_at=timezone.now(),
+        worker=owner,
+        heartbeat_at=timezone.now() if owner else None,
     )
 
 
-def launch(name: str, *, user: AbstractBaseUser | None = None, **params: Any) -> Job:
-    """Launch a run of job `name` in this process's runner, once the current transaction
-    commits (at once outside a transaction). Returns the queued Job."""
-    job = create_run(name, params, user)
-    transaction.on_commit(partial(start().submit, job.id))
+def launch(name: str, *, user: User | None = None, **params: Any) -> Job:
+    """Create a queued run of job `name` and, once the current transaction commits (at once
+    outside one), enqueue the task that runs it. Returns the queued Job.
+
+    With the threads backend the run is this process's from the start, so that it ends lost
+    if the process dies before running it; with a worker backend it waits for any worker."""
+    owner = ""
+    if runs_in_this_process():
+        from jobs.running.runner import start
+
+        owner = start().identity
+    job = create_run(name, params, user, owner=owner)
+    transaction.on_commit(lambda: run_job.enqueue(str(job.id)))
     return job
 
 
-def relaunch(job: Job, *, user: AbstractBaseUser | None = None) -> Job:
+def relaunch(job: Job, *, user: User | None = None) -> Job:
     """A new run of the same job with the same parameters (re-run from the page or the admin).
     Raises UnknownJob if the job is no longer registered, InvalidParameters if its stored
     parameters no longer fit the job's form."""
     spec = registry.get(job.name)
     return launch(spec.name, user=user, **spec.clean(job.params))
+
+
+def cancel_run(job_id: uuid.UUID, user: User | None = None) -> bool:
+    """Ask a run to stop, and record who asked. A queued run ends cancelled at once, with no
+    worker involved. A running one is flagged: the process running it, on whichever machine,
+    sees the flag within RUNLOG_CANCEL_POLL_INTERVAL (at once when that is this process) and
+    stops the job at its next output, sleep() or checkpoint(). False if it had finished."""
+    by = _known(user)
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).unfinished().first()
+        if job is None:
+            return False
+        Job.objects.filter(pk=job_id).update(cancel_requested=True, cancelled_by=by)
+        if job.status == JobStatus.QUEUED:
+            who = f"by {by.get_username()}" if by is not None else "on request"
+            job.end_with_line(JobStatus.CANCELLED, "", f"Cancelled {who} before it started.")
+            return True
+    _stop_here(job_id, by)
+    return True
+
+
+def _stop_here(job_id: uuid.UUID, by: AbstractBaseUser | None) -> None:
+    """If this process runs the job, stop it now rather than at the supervisor's next poll."""
+    from jobs.running.runner import get_runner
+
+    get_runner().supervisor.cancel(job_id, by=by.get_username() if by is not None else None)
+
+
+def _known(user: User | None) -> AbstractBaseUser | None:
+    return user if isinstance(user, AbstractBaseUser) and user.is_authenticated else None

@@ -51,6 +51,14 @@ class Job(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid:token of the owning process.")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who asked the run to stop.",
+    )
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds the run may take.")
 
     # Progress reported with jobs.progress().
@@ -104,6 +112,16 @@ class Job(models.Model):
         if claimed:
             self.status, self.started_at, self.worker, self.heartbeat_at = JobStatus.RUNNING, now, worker, now
         return bool(claimed)
+
+    def end_with_line(self, status: JobStatus, error: str, line: str) -> bool:
+        """End a run that no job thread will end (lost, never started, cancelled while
+        queued): one system line saying why, then the status. The caller holds the row's
+        lock (select_for_update) in a transaction, so no other line can take its number."""
+        number = self.line_count + 1
+        LogLine.objects.create(job=self, number=number, stream=LogStream.SYSTEM, text=line)
+        Job.objects.filter(pk=self.pk).update(line_count=number)
+        self.line_count = number
+        return self.finish(status, error)
 
     def finish(self, status: JobStatus, error: str = "") -> bool:
         """Record how the run ended, unless it already ended (e.g. another process marked

@@ -74,7 +74,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 @permission_required("jobs.view_job")
 def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = get_object_or_404(Job.objects.select_related("launched_by"), pk=job_id)
+    job = get_object_or_404(Job.objects.select_related("launched_by", "cancelled_by"), pk=job_id)
     try:
         spec: registry.JobSpec | None = registry.get(job.name)
     except registry.UnknownJob:

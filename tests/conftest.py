@@ -21,9 +21,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs.launcher import create_run, launch
+from jobs.launcher import cancel_run, create_run, launch
 from jobs.models import Job, JobStatus, LogLine
 from jobs.running.runner import get_runner
+from jobs.tasks import run_job
 from tests.sse_client import HttpStream, Line, request
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -50,7 +51,6 @@ def _release_background_connections(django_db_setup: Any, django_db_blocker: Any
     """The runner's supervisor and flusher threads hold connections to the test database;
     it can only be dropped once they let go."""
     yield
-    from jobs.running.runner import get_runner
 
     get_runner().stop()
     if connection.vendor == "postgresql":
@@ -67,6 +67,11 @@ def missing_tool(message: str) -> NoReturn:
     if os.environ.get("RUNLOG_REQUIRE_TOOLS") == "1":
         pytest.fail(message, pytrace=False)
     pytest.skip(message, allow_module_level=True)
+
+
+def enqueue(job: Job) -> None:
+    """Hand a queued run to the task backend, as a launch does once its transaction commits."""
+    run_job.enqueue(str(job.id))
 
 
 def run_now(name: str, **params: Any) -> Job:
@@ -158,7 +163,7 @@ class LocalRuns:
 
     def start(self, job: Job) -> None:
         self.held.remove(job)
-        get_runner().submit(job.id)
+        enqueue(job)
 
     def finish(self) -> None:
         """Cancel what still runs and wait for it, so that no job writes into the database
@@ -166,7 +171,7 @@ class LocalRuns:
         for job in list(self.held):
             self.start(job)
         for job in self.runs:
-            get_runner().cancel(job.id)
+            cancel_run(job.id)
         if self.runs:
             wait_finished(*self.runs)
 

@@ -10,6 +10,8 @@ os.environ.setdefault("SECRET_KEY", "tests-only-not-a-secret")
 
 from config.settings import *  # noqa: E402,F403
 
+# This package as an app: worker processes discover its jobs (tests/jobs.py) like any app's.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 # Quicker heartbeats and lost-run detection, so the tests of those take seconds.
@@ -23,3 +25,7 @@ RUNLOG_VIEWER_DATABASE_SLOTS = int(os.environ.get("RUNLOG_VIEWER_DATABASE_SLOTS"
 # Servers started by the tests serve static files straight from the apps (no collectstatic).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+# Workers started by the worker tests take their grace period from the environment.
+RUNLOG_SHUTDOWN_GRACE = float(os.environ.get("RUNLOG_SHUTDOWN_GRACE", "15"))
+# The worker tests' Celery broker: a Redis database of its own, emptied by the tests.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")

@@ -19,8 +19,7 @@ import pytest
 
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from jobs.running.runner import start
-from tests.conftest import WAIT, LiveServer, missing_tool, wait_finished
+from tests.conftest import WAIT, LiveServer, enqueue, missing_tool, wait_finished
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -83,7 +82,7 @@ def queued(name: str, **params: Any) -> Job:
 
 
 def begin(job: Job) -> None:
-    start().submit(job.id)
+    enqueue(job)
 
 
 def open_job(page: Any, server: LiveServer, job: Job, fragment: str = "") -> None:

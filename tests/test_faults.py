@@ -45,8 +45,9 @@ import pytest
 from django.db import OperationalError, connection
 
 import jobs
-from jobs import job, sleep, storage
+from jobs import job, sleep
 from jobs.conf import runlog_settings
+from jobs.logstore import storage
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.running.runner import start as start_runner
 from tests.conftest import (

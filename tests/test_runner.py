@@ -24,11 +24,11 @@ from django.utils import timezone
 import jobs
 from jobs import JobCancelled, checkpoint, job, progress, run_command, sleep
 from jobs.conf import runlog_settings
-from jobs.launcher import create_run
+from jobs.launcher import cancel_run, create_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.running.runner import get_runner, start
 from jobs.running.supervisor import Supervisor, mark_stale_runs_lost, process_identity, recover_runs_of_dead_processes
-from tests.conftest import WAIT, assert_contiguous, log_texts, run_now, wait_finished, wait_for
+from tests.conftest import WAIT, assert_contiguous, enqueue, log_texts, run_now, wait_finished, wait_for
 
 #: Generous: a deadline only bounds how long a broken build hangs, it never decides a pass.
 CANCELLED_NOTE = "Cancelled on request."
@@ -316,7 +316,7 @@ def _assert_cancelled(job: Job) -> None:
 
 def _cancel_here(job: Job) -> None:
     """Cancel a run of this process through its runner, and check how it ended."""
-    assert get_runner().cancel(job.id) is True
+    assert cancel_run(job.id) is True
     wait_finished(job)
     _assert_cancelled(job)
 
@@ -331,7 +331,7 @@ def test_cancel_in_process_interrupts_jobs_sleep() -> None:
     assert log_texts(job) == ["sleeping", CANCELLED_NOTE]
     assert job.error == ""
     # A finished run is not this process's to cancel any more.
-    assert get_runner().cancel(job.id) is False
+    assert cancel_run(job.id) is False
 
 
 @pytest.mark.django_db(transaction=True)
@@ -403,7 +403,7 @@ def test_unfinished_line_written_before_a_cancel_comes_before_the_cancel_note(
     job = jobs.launch("runner_tests.partial", gate=key)
     assert written.wait(WAIT), "the job did not start"
 
-    assert get_runner().cancel(job.id) is True
+    assert cancel_run(job.id) is True
     wait_finished(job)
 
     assert job.status == JobStatus.CANCELLED
@@ -702,14 +702,14 @@ def test_running_a_finished_job_again_does_nothing(gate: tuple[str, threading.Ev
 def test_a_job_submitted_twice_runs_once(gate: tuple[str, threading.Event], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="jobs.running.runner")
     key, release = gate
-    runner = start()
+    start()
     job = create_run("runner_tests.count_runs", {"gate": key})
 
-    runner.submit(job.id)
-    runner.submit(job.id)
+    enqueue(job)
+    enqueue(job)
     # The run holds its worker until released, so the second submission meets a running job.
     wait_for(
-        lambda: any("was not queued any more" in record.getMessage() for record in caplog.records),
+        lambda: any("not queued: not running it again" in record.getMessage() for record in caplog.records),
         "the second worker to give up the run",
     )
     release.set()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from jobs.running.control import JobContext
@@ -105,6 +107,23 @@ def bind(context: JobContext | None) -> None:
         router = getattr(sys, name)
         if isinstance(router, StreamRouter):
             router.route(context)
+
+
+@contextmanager
+def detached() -> Iterator[None]:
+    """Let the calling thread write to the process, not its job, for a while: a signal
+    handler running in a job's thread speaks for the worker, not for the job."""
+    context = _state.context
+    bind(None)
+    try:
+        yield
+    finally:
+        bind(context)
+
+
+def start_detached(thread: threading.Thread) -> None:
+    """Start a thread that does not inherit the starting thread's job."""
+    _original_start(thread)
 
 
 _original_start = threading.Thread.start

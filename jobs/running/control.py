@@ -27,7 +27,8 @@ class JobCancelled(BaseException):
 class CancelReason:
     REQUESTED = "requested"
     TIMEOUT = "timeout"
-    SHUTDOWN = "shutdown"
+    SHUTDOWN = "shutdown"  # the server running it (threads backend) is stopping
+    WORKER_SHUTDOWN = "worker_shutdown"  # its worker is stopping and the grace period ran out
     STORAGE = "storage"
 
 
@@ -40,6 +41,7 @@ class JobContext:
         self.writer = writer
         self.timeout = timeout
         self.cancel_reason: str | None = None
+        self.cancelled_by: str | None = None  # the user who asked, if one did
         self._stop = threading.Event()
         self._processes: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
@@ -51,12 +53,13 @@ class JobContext:
     def cancelled(self) -> bool:
         return self._stop.is_set()
 
-    def cancel(self, reason: str = CancelReason.REQUESTED) -> bool:
+    def cancel(self, reason: str = CancelReason.REQUESTED, by: str | None = None) -> bool:
         """Ask the job to stop and kill its subprocesses. False if it was already stopping."""
         with self._lock:
             if self._stop.is_set():
                 return False
             self.cancel_reason = reason
+            self.cancelled_by = by
             self._stop.set()
             processes = list(self._processes)
         self.writer.interrupt()

@@ -112,9 +112,20 @@ def _stopped(context: JobContext) -> _Outcome:
     if reason == CancelReason.SHUTDOWN:
         message = "Interrupted: the server running it shut down."
         return _Outcome(JobStatus.FAILED, message, message + "\n")
+    if reason == CancelReason.WORKER_SHUTDOWN:
+        message = worker_shutdown_message()
+        return _Outcome(JobStatus.FAILED, message, message + "\n")
     if reason == CancelReason.STORAGE:
         return _Outcome(JobStatus.FAILED)  # the flusher writes the line; execute() sets the error
-    return _Outcome(JobStatus.CANCELLED, "", "Cancelled on request.\n")
+    note = f"Cancelled by {context.cancelled_by}." if context.cancelled_by else "Cancelled on request."
+    return _Outcome(JobStatus.CANCELLED, "", note + "\n")
+
+
+def worker_shutdown_message() -> str:
+    return (
+        "Interrupted: the worker running it shut down, and the job did not finish within "
+        f"{runlog_settings.SHUTDOWN_GRACE:g} s (RUNLOG_SHUTDOWN_GRACE)."
+    )
 
 
 def _summary(exc: BaseException) -> str:

@@ -22,11 +22,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.conf import runlog_settings
-from jobs.models import Job, JobStatus, LogLine, LogStream
+from jobs.models import Job, JobStatus
 from jobs.running.control import CancelReason, JobContext
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Supervisor:
         self._tracked: dict[uuid.UUID, _Tracked] = {}
         self._unrecorded_ends: dict[uuid.UUID, tuple[JobStatus, str, str | None]] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when a run is untracked
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -76,16 +78,22 @@ class Supervisor:
     def untrack(self, context: JobContext) -> None:
         with self._lock:
             self._tracked.pop(context.job_id, None)
+            self._idle.notify_all()
 
     def running(self) -> list[JobContext]:
         with self._lock:
             return [tracked.context for tracked in self._tracked.values()]
 
-    def cancel(self, job_id: uuid.UUID, reason: str = CancelReason.REQUESTED) -> bool:
+    def cancel(self, job_id: uuid.UUID, reason: str = CancelReason.REQUESTED, by: str | None = None) -> bool:
         """Cancel a run of this process. False if this process is not running it."""
         with self._lock:
             tracked = self._tracked.get(job_id)
-        return tracked is not None and tracked.context.cancel(reason)
+        return tracked is not None and tracked.context.cancel(reason, by)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until this process runs no job; True if it runs none."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._tracked, timeout)
 
     # --- The supervisor thread --------------------------------------------------------------
 
@@ -155,9 +163,10 @@ class Supervisor:
     def _apply_cancel_requests(self) -> None:
         with self._lock:
             mine = list(self._tracked)
-        requested = Job.objects.filter(pk__in=mine, cancel_requested=True).values_list("pk", flat=True)
-        for job_id in requested:
-            self.cancel(job_id)
+        requester = f"cancelled_by__{get_user_model().USERNAME_FIELD}"
+        requested = Job.objects.filter(pk__in=mine, cancel_requested=True).values_list("pk", requester)
+        for job_id, username in requested:
+            self.cancel(job_id, CancelReason.REQUESTED, username)
 
 
 def mark_stale_runs_lost() -> int:
@@ -197,10 +206,7 @@ def end_run(
             and (timezone.now() - job.heartbeat_at).total_seconds() < stale_for
         ):
             return False
-        number = job.line_count + 1
-        LogLine.objects.create(job=job, number=number, stream=LogStream.SYSTEM, text=note or reason)
-        Job.objects.filter(pk=job_id).update(line_count=number)
-        job.finish(status, reason)
+        job.end_with_line(status, reason, note or reason)
     logger.warning("Job %s ended %s: %s", job_id, status, reason)
     return True
 

@@ -29,8 +29,8 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_POST
 
+from jobs.launcher import cancel_run
 from jobs.models import Job, LogLine
-from jobs.running.runner import get_runner
 from jobs.streaming import formats
 from jobs.streaming.follow import Event, ViewerDatabase, events, events_async
 
@@ -204,7 +204,7 @@ def log_lines(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @require_GET
 @_requires("jobs.view_job")
 def job_status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
-    job = get_object_or_404(Job.objects.select_related("launched_by"), pk=job_id)
+    job = get_object_or_404(Job.objects.select_related("launched_by", "cancelled_by"), pk=job_id)
     return HttpResponse(formats.to_json(formats.status_data(job)), content_type="application/json")
 
 
@@ -214,9 +214,9 @@ def cancel_job(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Ask the run to stop. JSON for fetch() (409 if it had already finished); a redirect
     to the job page for a plain form."""
     job = get_object_or_404(Job, pk=job_id)
-    requested = get_runner().cancel(job.id)
+    requested = cancel_run(job.id, request.user)
     if "application/json" in request.headers.get("Accept", ""):
-        job = Job.objects.select_related("launched_by").get(pk=job.id)
+        job = Job.objects.select_related("launched_by", "cancelled_by").get(pk=job.id)
         return JsonResponse(formats.status_data(job), status=202 if requested else 409)
     if requested:
         messages.success(request, "Cancel requested: the run stops at its next output or checkpoint.")

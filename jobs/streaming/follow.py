@@ -102,7 +102,7 @@ Plan = Generator[Event | Read | Wait, Any, int]
 
 
 def load_job(job_id: uuid.UUID) -> Job | None:
-    return Job.objects.select_related("launched_by").filter(pk=job_id).first()
+    return Job.objects.select_related("launched_by", "cancelled_by").filter(pk=job_id).first()
 
 
 def replay(job_id: uuid.UUID, after: int) -> Plan:

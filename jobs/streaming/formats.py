@@ -38,6 +38,7 @@ def status_data(job: Job) -> dict[str, Any]:
         "error": job.error,
         "cancel_requested": job.cancel_requested,
         "launched_by": job.launched_by.get_username() if job.launched_by else None,
+        "cancelled_by": job.cancelled_by.get_username() if job.cancelled_by else None,
         "progress": _progress_data(job.progress_done, job.progress_total, job.progress_message)
         if has_progress
         else None,
