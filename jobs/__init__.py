@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.params import InvalidParameters
 from jobs.registry import UnknownJob, job
-from jobs.running.control import JobCancelled, checkpoint, progress, sleep
+from jobs.running.api import checkpoint, progress, sleep
+from jobs.running.control import JobCancelled
 from jobs.running.processes import run_command
 
 if TYPE_CHECKING:

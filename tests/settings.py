@@ -25,7 +25,5 @@ RUNLOG_VIEWER_DATABASE_SLOTS = int(os.environ.get("RUNLOG_VIEWER_DATABASE_SLOTS"
 # Servers started by the tests serve static files straight from the apps (no collectstatic).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
-# Workers started by the worker tests take their grace period from the environment.
-RUNLOG_SHUTDOWN_GRACE = float(os.environ.get("RUNLOG_SHUTDOWN_GRACE", "15"))
 # The worker tests' Celery broker: a Redis database of its own, emptied by the tests.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")

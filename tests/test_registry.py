@@ -6,18 +6,18 @@ import datetime
 import enum
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal, Optional
 
 import pytest
 from django import forms
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django_tasks.signals import task_enqueued
 
 import jobs
 from jobs import InvalidParameters, UnknownJob, job, registry
 from jobs.models import Job, JobStatus
-from jobs.running.runner import get_runner
 from tests.conftest import log_texts, run_now, wait_finished
 
 # What the test-only jobs received when they ran, by a key the test passes.
@@ -407,18 +407,16 @@ def test_explicit_form_rejects_unknown_parameter_names() -> None:
 
 
 @pytest.fixture
-def submitted(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
-    """The ids this process's runner is handed, in order."""
-    runner = get_runner()
+def submitted() -> Iterator[list[uuid.UUID]]:
+    """The runs whose task was enqueued, in order (the Tasks framework's task_enqueued)."""
     handed: list[uuid.UUID] = []
-    submit = runner.submit
 
-    def spy(job_id: uuid.UUID) -> None:
-        handed.append(job_id)
-        submit(job_id)
+    def record(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        handed.append(uuid.UUID(task_result.args[0]))
 
-    monkeypatch.setattr(runner, "submit", spy)
-    return handed
+    task_enqueued.connect(record)
+    yield handed
+    task_enqueued.disconnect(record)
 
 
 @pytest.mark.django_db(transaction=True)

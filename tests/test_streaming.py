@@ -476,7 +476,7 @@ def test_cancel_over_http_ends_the_stream(server: LiveServer, session_cookie: st
     assert job.status == JobStatus.CANCELLED
     assert seen[-1].event == "done" and seen[-1].json["status"] == "cancelled"
     assert [line_of(event) for event in seen if event.event == "message"] == stored_lines(job)
-    assert stored_lines(job)[-1][3] == "Cancelled on request."
+    assert stored_lines(job)[-1][3] == "Cancelled by staff."
 
 
 # --- 6. Heartbeats ------------------------------------------------------------------------------------------

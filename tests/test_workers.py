@@ -23,6 +23,7 @@ import jobs
 from jobs.launcher import cancel_run
 from jobs.models import Job, JobStatus, LogStream
 from jobs.running.execution import worker_shutdown_message
+from jobs.running.supervisor import Supervisor, process_identity
 from jobs.tasks import run_job
 from tests.conftest import (
     PROJECT_DIR,
@@ -40,14 +41,12 @@ from tests.conftest import (
     wait_for,
 )
 from tests.sse_client import HttpStream, line_of, sse_events
+from tests.worker_processes import READY, worker_command
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 DATABASE_TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 CELERY_TASKS = {"default": {"BACKEND": "django_tasks_fennel.backend.CeleryBackend"}}
-
-#: The lines that say a worker is ready to take tasks.
-READY = {"database": "Starting worker", "celery": " ready."}
 
 
 @dataclass
@@ -75,11 +74,8 @@ def start_worker(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[Sta
     def start(backend: str, *args: str, grace: float = 15.0) -> Worker:
         env = {**subprocess_env, "TASK_BACKEND": backend, "RUNLOG_SHUTDOWN_GRACE": str(grace)}
         if backend == "database":
-            command = [sys.executable, "manage.py", "db_worker", "--interval", "0.05", "--no-startup-delay", *args]
-        else:
-            name = f"worker{len(started)}-{os.getpid()}@%h"
-            command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-n", name, "--loglevel", "INFO",
-                       "--without-gossip", "--without-mingle", "--without-heartbeat", *args]  # fmt: skip
+            args = ("--interval", "0.05", *args)
+        command = worker_command(backend, f"worker{len(started)}-{os.getpid()}", *args)
         log_path = tmp_path / f"{backend}-worker-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -401,3 +397,44 @@ def test_celery_task_delivered_twice_runs_its_job_once(start_worker: StartWorker
     wait_for(lambda: "not queued: not running it again" in worker.log(), "the worker to skip the second delivery")
     assert job.status == JobStatus.SUCCEEDED
     assert log_texts(job) == tagged_lines("once", 5)
+
+
+# --- Which processes capture, and runs of a process that went away ----------------------------
+
+CAPTURE_PROBE = """
+import sys
+import config.wsgi
+from jobs.running.capture import StreamRouter
+print(isinstance(sys.stdout, StreamRouter))
+"""
+
+
+@pytest.mark.parametrize("backend", ["threads", "database", "celery"])
+def test_a_web_process_that_executes_no_job_keeps_its_own_stdout(subprocess_env: dict[str, str], backend: str) -> None:
+    env = {**subprocess_env, "TASK_BACKEND": backend}
+    probe = subprocess.run(
+        [sys.executable, "-c", CAPTURE_PROBE], cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=WAIT
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.splitlines()[-1] == "False"
+
+
+def test_runs_of_a_shell_that_exited_end_lost_with_the_threads_backend(subprocess_env: dict[str, str]) -> None:
+    # jobs.launch() from `manage.py shell`, which exits at once: its runs die with it.
+    script = "import jobs; print(jobs.launch('workers.ticking', seconds=60).id)"
+    shell = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=PROJECT_DIR, env=subprocess_env, capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stderr
+    job = Job.objects.get(pk=shell.stdout.split()[-1])
+
+    supervisor = Supervisor(process_identity())  # any live Runlog process
+    supervisor.start()
+    try:
+        wait_finished(job)
+    finally:
+        supervisor.stop()
+    assert job.status == JobStatus.LOST
+    assert log_texts(job)[-1].startswith("Run lost:")
+    assert_contiguous(job)

@@ -25,7 +25,6 @@ from jobs.logstore import storage
 from jobs.logstore.dbretry import one_line, retrying
 from jobs.logstore.hub import hub
 from jobs.logstore.writer import Batch, LogWriter
-from jobs.running.control import CancelReason
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -195,8 +194,8 @@ def _stop_run(writer: LogWriter, exc: Exception, unstored: Batch | None = None) 
     # Nothing more can be stored once the run has ended: let its runner go on.
     if unstored.finished if unstored is not None else writer.closing:
         writer.done.set()
-    if writer.context is not None:
-        writer.context.cancel(CancelReason.STORAGE)
+    if writer.control is not None:
+        writer.control.storage_failed()
 
 
 def failure_note(writer: LogWriter) -> str:

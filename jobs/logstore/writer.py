@@ -17,13 +17,24 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from jobs.choices import LogStream
 from jobs.conf import runlog_settings
 
-if TYPE_CHECKING:
-    from jobs.running.control import JobContext
+
+class RunControl(Protocol):
+    """What a writer needs from the run it writes for (jobs.running.control.JobContext)."""
+
+    def raise_if_cancelled(self) -> None:
+        """In a job's thread writing after the run was told to stop: raise, once per thread."""
+
+    def storage_failed(self) -> None:
+        """The run's lines cannot be stored any more: stop it."""
+
+    def orphan_stream(self, stream: str) -> IO[str]:
+        """Where output goes once the run has ended (a thread the job left behind)."""
+
 
 #: Writes longer than this are cut into several chunks, so that the buffer's bound in
 #: chunks is also a bound in memory.
@@ -165,7 +176,7 @@ class LogWriter:
 
     def __init__(self, job_id: uuid.UUID, wake_flusher: Callable[[LogWriter], None]) -> None:
         self.job_id = job_id
-        self.context: JobContext | None = None
+        self.control: RunControl | None = None
         self._wake_flusher = wake_flusher
         self._pending: deque[Any] = deque()
         self._limit = runlog_settings.WRITER_BUFFER
@@ -262,11 +273,11 @@ class LogWriter:
         if self._closed:
             # A thread the job started is still writing after the job ended: its text has
             # nowhere to go in the log, so it goes to the process's own stream.
-            from jobs.running.capture import original_stream
-
-            return original_stream(channel.stream).write(text)
-        if self.context is not None:
-            self.context.raise_if_cancelled()
+            if self.control is None:
+                return len(text)
+            return self.control.orphan_stream(channel.stream).write(text)
+        if self.control is not None:
+            self.control.raise_if_cancelled()
         for start in range(0, len(text), CHUNK_CHARS):
             piece = text[start : start + CHUNK_CHARS]
             self._append(piece if channel is self.stdout else (channel, piece), interruptible=True)
@@ -291,8 +302,8 @@ class LogWriter:
         self._schedule()
         with self._room:
             while len(self._pending) >= self._limit and not self._closed:
-                if interruptible and self._interrupted and self.context is not None:
-                    self.context.raise_if_cancelled()
+                if interruptible and self._interrupted and self.control is not None:
+                    self.control.raise_if_cancelled()
                 self._room.wait()
 
     # --- Called by the flusher thread --------------------------------------------------------

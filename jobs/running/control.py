@@ -1,4 +1,4 @@
-"""The context of one running job, and the calls a job makes to cooperate with it.
+"""The context of one running job: its log writer, its stop switch, its subprocesses.
 
 A job stops when it is cancelled or times out: at its next output, at `sleep()` or
 `checkpoint()`, and its subprocesses are killed. `JobCancelled` derives from BaseException
@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING
 
 from jobs.conf import runlog_settings
 
@@ -32,14 +34,28 @@ class CancelReason:
     STORAGE = "storage"
 
 
+def _process_stream(stream: str) -> IO[str]:
+    return sys.__stdout__ if stream == "stdout" else sys.__stderr__  # type: ignore[return-value]
+
+
 class JobContext:
     """Everything a running job's threads share: its log writer and its stop switch."""
 
-    def __init__(self, job_id: uuid.UUID, name: str, writer: LogWriter, timeout: float | None) -> None:
+    def __init__(
+        self,
+        job_id: uuid.UUID,
+        name: str,
+        writer: LogWriter,
+        timeout: float | None,
+        orphan_stream: Callable[[str], IO[str]] = _process_stream,
+    ) -> None:
         self.job_id = job_id
         self.name = name
         self.writer = writer
         self.timeout = timeout
+        #: Where a thread the job left behind writes once the run has ended (capture passes
+        #: the process's own stdout and stderr).
+        self.orphan_stream = orphan_stream
         self.cancel_reason: str | None = None
         self.cancelled_by: str | None = None  # the user who asked, if one did
         self._stop = threading.Event()
@@ -66,6 +82,10 @@ class JobContext:
         for process in processes:
             _terminate_group(process)
         return True
+
+    def storage_failed(self) -> None:
+        """The run's lines cannot be stored any more: stop it."""
+        self.cancel(CancelReason.STORAGE)
 
     def raise_if_cancelled(self) -> None:
         """Raise JobCancelled in this thread, once, if the job was asked to stop."""
@@ -114,38 +134,3 @@ def signal_process_group(process: subprocess.Popen[bytes], signum: int) -> None:
         os.killpg(process.pid, signum)  # run_command starts each child in its own session
     except (ProcessLookupError, PermissionError):
         pass
-
-
-# --- The job-facing API -------------------------------------------------------------------
-
-
-def current_context() -> JobContext | None:
-    """The context of the job this thread is running (or was started by), if any."""
-    from jobs.running.capture import thread_context
-
-    return thread_context()
-
-
-def checkpoint() -> None:
-    """Stop here if the current job was cancelled. A no-op outside a job."""
-    context = current_context()
-    if context is not None:
-        context.raise_if_cancelled()
-
-
-def sleep(seconds: float) -> None:
-    """time.sleep() that ends early, raising JobCancelled, when the job is cancelled."""
-    context = current_context()
-    if context is None:
-        threading.Event().wait(seconds)
-    else:
-        context.raise_if_cancelled()
-        context.wait(seconds)
-
-
-def progress(done: float, total: float | None = None, message: str = "") -> None:
-    """Record how far the current job is; the job page shows it. Cheap to call often."""
-    context = current_context()
-    if context is not None:
-        context.writer.set_progress(done, total, message)
-        context.raise_if_cancelled()

@@ -40,8 +40,8 @@ def execute(job: Job, supervisor: Supervisor) -> Job:
 
 def _execute(job: Job, supervisor: Supervisor) -> Job:
     writer = flusher.new_writer(job.id)
-    context = JobContext(job.id, job.name, writer, timeout=job.timeout)
-    writer.context = context
+    context = JobContext(job.id, job.name, writer, timeout=job.timeout, orphan_stream=capture.original_stream)
+    writer.control = context
     supervisor.track(context)
     capture.bind(context)
     try:
@@ -54,7 +54,6 @@ def _execute(job: Job, supervisor: Supervisor) -> Job:
     if outcome.report:
         writer.write_forced(outcome.report_channel or writer.system, outcome.report)
     writer.close()
-    supervisor.untrack(context)
     status, error = outcome.status, outcome.error
     if writer.failure is not None:
         status, error = JobStatus.FAILED, f"Log storage failed: {writer.failure}"
@@ -65,6 +64,9 @@ def _execute(job: Job, supervisor: Supervisor) -> Job:
         note = failure_note(writer) if writer.failure is not None else None
         supervisor.end_later(job.id, status, error, note)
         raise
+    finally:
+        # Only now: a shutdown waiting for this process to be idle must see the status saved.
+        supervisor.untrack(context)
     job.refresh_from_db()
     return job
 

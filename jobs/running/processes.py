@@ -20,7 +20,8 @@ from pathlib import Path
 
 from jobs.choices import LogStream
 from jobs.logstore.writer import Channel, LogWriter
-from jobs.running.control import current_context, signal_process_group
+from jobs.running.capture import thread_context
+from jobs.running.control import signal_process_group
 
 #: Bytes per read from a child's pipe.
 READ_SIZE = 65536
@@ -48,7 +49,7 @@ def run_command(
     the child simply inherits this process's stdout and stderr.
     """
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-    context = current_context()
+    context = thread_context()
     if context is None:
         return _finish(subprocess.run(args, cwd=cwd, env=child_env, timeout=timeout).returncode, args, check)
 

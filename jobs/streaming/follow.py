@@ -135,9 +135,11 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
         items, overflowed = published
         reload = overflowed  # the hub dropped items: read the row (and the lines) again
         stored = last  # lines the run is known to have stored
+        closing = False  # the server is shutting down; the client resumes from `last`
         for item in items:
             if isinstance(item, StreamsClosing):
-                return last  # the server is shutting down; the client resumes from `last`
+                closing = True
+                break
             if isinstance(item, JobChanged):
                 if item.state is None or not _same_status(job, item.state):
                     reload = True
@@ -150,6 +152,8 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             if isinstance(item, Batch) and item.progress is not None:
                 yield from progress.changed(Progress(item.progress.done, item.progress.total, item.progress.message))
         if not reload:
+            if closing:
+                return last
             if stored > last:  # the poller publishes a run's lines before the change that counts them
                 last = yield from replay(job_id, last)
             continue
@@ -157,7 +161,9 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
         if job is None:
             return last
         if job.is_finished:
-            break  # its last lines first, then its final status
+            break  # its last lines first, then its final status (even while closing: it ended first)
+        if closing:
+            return last
         if _status_view(job) != status_sent:
             yield Status(job)
             status_sent = _status_view(job)

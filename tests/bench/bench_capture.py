@@ -184,8 +184,8 @@ def print_costs(prints: int, repeat: int) -> tuple[float, float, float]:
     def in_job() -> None:
         with override_settings(RUNLOG_WRITER_BUFFER=4 * prints):
             writer = LogWriter(uuid.uuid4(), lambda writer: None)
-        writer.context = JobContext(writer.job_id, "bench", writer, timeout=None)
-        capture.bind(writer.context)
+        writer.control = context = JobContext(writer.job_id, "bench", writer, timeout=None)
+        capture.bind(context)
         try:
             for index in range(prints):
                 print(f"Task #{index}")
