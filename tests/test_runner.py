@@ -266,7 +266,7 @@ def test_exception_stores_the_traceback_and_a_one_line_error() -> None:
     # The traceback starts at the job's code: both of its frames are there, Runlog's are not.
     assert any("in raise_error" in line for line in stderr)
     assert any("in _fail_deeper" in line for line in stderr)
-    assert not any("jobs/execution.py" in line for line in stderr)
+    assert not any("jobs/running/execution.py" in line for line in stderr)
     assert_contiguous(job)
 
 

@@ -124,9 +124,8 @@ def workers(env: dict[str, str], backend: str, count: int, *args: str) -> Iterat
         with log_path.open("wb") as log:
             processes.append(subprocess.Popen(command, cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT))
         logs.append(log_path)
-    ready = READY[backend]
     deadline = time.monotonic() + WAIT
-    while not all(ready in path.read_text(errors="replace") for path in logs):
+    while not all(READY[backend] in path.read_text(errors="replace") for path in logs):
         if time.monotonic() > deadline or any(process.poll() is not None for process in processes):
             raise RuntimeError("a worker did not start:\n" + "\n".join(p.read_text(errors="replace") for p in logs))
         time.sleep(0.05)
