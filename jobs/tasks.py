@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-try:  # Django 6 has the Tasks framework built in; django-tasks is its backport for 5.2.
-    from django.tasks import task  # type: ignore[import-not-found,unused-ignore]
-except ImportError:
-    from django_tasks import task
+from jobs.tasks_compat import task
 
 
 @task()

@@ -13,11 +13,11 @@ import pytest
 from django import forms
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django_tasks.signals import task_enqueued
 
 import jobs
 from jobs import InvalidParameters, UnknownJob, job, registry
 from jobs.models import Job, JobStatus
+from jobs.tasks_compat import task_enqueued
 from tests.conftest import log_texts, run_now, wait_finished
 
 # What the test-only jobs received when they ran, by a key the test passes.

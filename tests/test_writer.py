@@ -309,7 +309,7 @@ def test_cancel_releases_a_thread_blocked_on_a_full_buffer(small_buffer: int) ->
     # Cancelling a job whose log is not being stored (database away) must not leave its
     # thread stuck in print(): it gets JobCancelled at once.
     writer, wakes = new_writer()
-    writer.control = JobContext(writer.job_id, "tests.blocked", writer, timeout=None)
+    writer.control = context = JobContext(writer.job_id, "tests.blocked", writer, timeout=None)
     raised: list[BaseException] = []
 
     def write_until_cancelled() -> None:
@@ -323,7 +323,7 @@ def test_cancel_releases_a_thread_blocked_on_a_full_buffer(small_buffer: int) ->
     assert wakes.full.wait(PATIENCE)
     thread.join(0.2)
     assert thread.is_alive()
-    writer.context.cancel()
+    context.cancel()
     thread.join(PATIENCE)
     assert not thread.is_alive()
     assert len(raised) == 1
@@ -333,8 +333,8 @@ def test_a_cancelled_thread_that_keeps_writing_still_waits_for_room(small_buffer
     # After its one JobCancelled, a thread (e.g. in a `finally:` block) may print on; it
     # must still block on a full buffer, or memory would grow without bound.
     writer, wakes = new_writer()
-    writer.control = JobContext(writer.job_id, "tests.blocked", writer, timeout=None)
-    writer.context.cancel()
+    writer.control = context = JobContext(writer.job_id, "tests.blocked", writer, timeout=None)
+    context.cancel()
 
     def write_after_cancel() -> None:
         try:

@@ -7,17 +7,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from django.utils import timezone
-from django_tasks import TaskResult, TaskResultStatus
-from django_tasks.backends.base import BaseTaskBackend
-from django_tasks.base import Task
-from django_tasks.signals import task_enqueued
-from django_tasks.utils import get_random_id
-from typing_extensions import ParamSpec
 
 from jobs.conf import runlog_settings
+from jobs.tasks_compat import BaseTaskBackend, Task, TaskResult, TaskResultStatus, get_random_id, task_enqueued
 
 logger = logging.getLogger(__name__)
 
