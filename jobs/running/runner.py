@@ -57,7 +57,7 @@ class Runner:
         """Get ready to execute runs: capture installed, supervisor running."""
         with self._lock:
             capture.install()
-            self.supervisor.start()
+            self.supervisor.start(retention=True)
 
     def stop(self) -> None:
         """Stop supervising (heartbeats, timeouts, lost-run sweeps) until start() again.

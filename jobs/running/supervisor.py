@@ -28,9 +28,13 @@ from django.utils import timezone
 
 from jobs.conf import runlog_settings
 from jobs.models import Job, JobStatus
+from jobs.retention import expired, parse_age, prune
 from jobs.running.control import CancelReason, JobContext
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two deletions of runs older than RUNLOG_RETENTION.
+RETENTION_INTERVAL = 3600.0
 
 
 def process_identity() -> str:
@@ -53,9 +57,13 @@ class Supervisor:
         self._idle = threading.Condition(self._lock)  # notified when a run is untracked
         self._wake = threading.Event()
         self._stopping = False
+        self._retention = False
         self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
+    def start(self, *, retention: bool = False) -> None:
+        """Start the thread (once). With `retention`, it also deletes runs older than
+        RUNLOG_RETENTION once an hour (what worker processes do)."""
+        self._retention = self._retention or retention
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="runlog-supervisor", daemon=True)
             self._thread.start()
@@ -99,7 +107,7 @@ class Supervisor:
 
     def _run(self) -> None:
         self._guarded(recover_runs_of_dead_processes)
-        next_heartbeat = next_cancel_poll = time.monotonic()
+        next_heartbeat = next_cancel_poll = next_prune = time.monotonic()
         while not self._stopping:
             now = time.monotonic()
             self._fire_timeouts(now)
@@ -112,9 +120,14 @@ class Supervisor:
             if busy and now >= next_cancel_poll:
                 self._guarded(self._apply_cancel_requests)
                 next_cancel_poll = now + runlog_settings.CANCEL_POLL_INTERVAL
+            if self._retention and now >= next_prune:
+                self._guarded(apply_retention)
+                next_prune = now + RETENTION_INTERVAL
             if not busy:
                 connection.close()  # nothing running here: hold no connection while idle
             due = [next_heartbeat] + ([next_cancel_poll] if busy else []) + self._deadlines()
+            if self._retention:
+                due.append(next_prune)
             self._wake.wait(max(0.0, min(due) - time.monotonic()))
             self._wake.clear()
         connection.close()
@@ -167,6 +180,17 @@ class Supervisor:
         requested = Job.objects.filter(pk__in=mine, cancel_requested=True).values_list("pk", requester)
         for job_id, username in requested:
             self.cancel(job_id, CancelReason.REQUESTED, username)
+
+
+def apply_retention() -> None:
+    """Delete the finished runs older than RUNLOG_RETENTION, if it is set."""
+    if runlog_settings.RETENTION is None:
+        return
+    pruned = prune(expired(parse_age(runlog_settings.RETENTION)))
+    if pruned.runs:
+        logger.info(
+            "Deleted %d run(s) and %d line(s) older than %s", pruned.runs, pruned.lines, runlog_settings.RETENTION
+        )
 
 
 def mark_stale_runs_lost() -> int:
