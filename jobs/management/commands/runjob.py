@@ -14,7 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs import registry
 from jobs.launcher import cancel_run, create_run, launch
-from jobs.logstore.hub import JobChanged, Subscription, hub, rows_of
+from jobs.logstore.hub import StoredLines, Subscription, hub, rows_of
+from jobs.logstore.writer import Batch
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.params import InvalidParameters
 from jobs.running.runner import start
@@ -87,7 +88,7 @@ class Command(BaseCommand):
             if overflowed:
                 self._echo_stored(job)  # we fell behind the hub; the database has every line
             for item in items:
-                if not isinstance(item, JobChanged):
+                if isinstance(item, (Batch, StoredLines)):  # lines; the rest is news of the row
                     for number, stream, _, text in rows_of(item):
                         self._echo(number, stream, text)
             if not running and not items:
