@@ -38,7 +38,8 @@ def _runs(count: int) -> str:
 class JobAdmin(admin.ModelAdmin):
     list_display = ["name", "status_badge", "launched_by", "started_at", "duration", "lines", "error_preview", "page"]
     list_filter = ["status", "name", "created_at"]
-    search_fields = ["=id", "name"]
+    # An id matches from its start: the 8 characters that page titles show find the run.
+    search_fields = ["^id", "name"]
     date_hierarchy = "created_at"
     ordering = ["-created_at"]
     list_select_related = ["launched_by"]

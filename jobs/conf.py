@@ -47,6 +47,9 @@ class RunlogSettings:
     VIEWER_DATABASE_SLOTS: int = 8
     #: Import the demo jobs (demo.*).
     DEMO_JOBS: bool = True
+    #: The site's address (e.g. https://runlog.example.com): `runjob` then prints a run's
+    #: whole permalink, not only its path.
+    BASE_URL: str = ""
     #: How long finished runs are kept, e.g. "90d" (see jobs.retention); None keeps them
     #: forever. Workers delete older ones once an hour.
     RETENTION: str | None = None

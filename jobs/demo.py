@@ -6,18 +6,24 @@ import logging
 import sys
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from django.core.validators import MaxValueValidator, MinValueValidator
 
 from jobs import job, progress, run_command, sleep
 
 logger = logging.getLogger("demo")
+
+#: How many of something: never negative (a form error, not a silent no-op).
+Count = Annotated[int, MinValueValidator(0)]
+Seconds = Annotated[float, MinValueValidator(0)]
 
 # demo.command's child: a plain script, so that the logged command line is short.
 _CHILD = Path(__file__).with_name("demo_child.py")
 
 
 @job("demo.count", title="Count", description="Prints Task #0 .. Task #n-1, one every `interval` seconds, then Done.")
-def count(n: int = 10, interval: float = 1.0) -> None:
+def count(n: Count = 10, interval: Seconds = 1.0) -> None:
     for index in range(n):
         print(f"Task #{index}")
         progress(index + 1, n)
@@ -26,7 +32,7 @@ def count(n: int = 10, interval: float = 1.0) -> None:
 
 
 @job("demo.flood", title="Flood", description="Prints `lines` lines of `width` characters as fast as it can.")
-def flood(lines: int = 100_000, width: int = 80) -> None:
+def flood(lines: Count = 100_000, width: Count = 80) -> None:
     filler = "x" * max(0, width - 13)  # 12 digits, a space, the filler: `width` characters
     for index in range(lines):
         print(f"{index:>12} {filler}")
@@ -41,7 +47,7 @@ def fail() -> None:
 
 
 @job("demo.echo", title="Echo", description="Prints the given text, `times` times.")
-def echo(text: str, times: int = 1) -> None:
+def echo(text: str, times: Count = 1) -> None:
     for _ in range(times):
         print(text)
 
@@ -51,7 +57,7 @@ def echo(text: str, times: int = 1) -> None:
     title="Run a command",
     description="Runs a Python child process that prints a line per second to stdout, and some lines to stderr.",
 )
-def command(seconds: int = 5) -> None:
+def command(seconds: Annotated[int, MinValueValidator(0)] = 5) -> None:
     run_command([sys.executable, _CHILD, str(seconds)], check=True)
 
 
@@ -63,7 +69,7 @@ def logging_demo() -> None:
 
 
 @job("demo.threads", title="Threads", description="Starts `workers` threads that each print a few lines.")
-def threads(workers: int = 4, lines: int = 3) -> None:
+def threads(workers: Annotated[int, MinValueValidator(0), MaxValueValidator(64)] = 4, lines: Count = 3) -> None:
     def work(index: int) -> None:
         for line in range(lines):
             print(f"worker {index}: line {line + 1} of {lines}")
@@ -77,7 +83,7 @@ def threads(workers: int = 4, lines: int = 3) -> None:
 
 
 @job("demo.progress", title="Progress", description="Reports progress while it works through `steps` steps.")
-def progress_demo(steps: int = 20, delay: float = 0.5, mode: Literal["fast", "careful"] = "fast") -> None:
+def progress_demo(steps: Count = 20, delay: Seconds = 0.5, mode: Literal["fast", "careful"] = "fast") -> None:
     for step in range(1, steps + 1):
         progress(step, steps, f"step {step} of {steps} ({mode})")
         sleep(delay)

@@ -1,7 +1,8 @@
 """Job parameters: a Django form derived from the job function's signature.
 
 Supported annotations: int, float, str, bool, datetime.date, Literal[...] (choices), an
-Enum, and any of them `| None`. A parameter with a default is optional. The same form
+Enum, and any of them `| None`. A parameter with a default is optional. Django validators
+in an `Annotated[...]` apply to the field, e.g. `n: Annotated[int, MinValueValidator(0)]`. The same form
 validates a launch from the admin, from `runjob key=value`, and from `jobs.launch()`, and
 turns the stored JSON params back into Python values when the run starts.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ImproperlyConfigured
+from django.core.validators import MaxValueValidator, MinValueValidator
 
 
 class InvalidParameters(ValueError):
@@ -62,7 +64,7 @@ def _storable(text: str) -> bool:
 
 def form_for(func: Callable[..., Any]) -> type[JobParametersForm]:
     """Build the parameter form class of a job function from its signature."""
-    hints = typing.get_type_hints(func)
+    hints = typing.get_type_hints(func, include_extras=True)
     fields: dict[str, forms.Field] = {}
     for parameter in inspect.signature(func).parameters.values():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
@@ -72,8 +74,28 @@ def form_for(func: Callable[..., Any]) -> type[JobParametersForm]:
 
 
 def _field_for(parameter: inspect.Parameter, annotation: Any) -> forms.Field:
-    has_default = parameter.default is not inspect.Parameter.empty
+    annotation, validators = _strip_annotated(annotation)
     annotation, optional = _strip_optional(annotation)
+    annotation, inner_validators = _strip_annotated(annotation)
+    field = _plain_field_for(parameter, annotation, optional)
+    for validator in validators + inner_validators:
+        field.validators.append(validator)
+        if isinstance(validator, (MinValueValidator, MaxValueValidator)):
+            # The browser's number input enforces the limit too.
+            field.widget.attrs["min" if isinstance(validator, MinValueValidator) else "max"] = validator.limit_value
+    return field
+
+
+def _strip_annotated(annotation: Any) -> tuple[Any, list[Callable[[Any], None]]]:
+    """The type inside `Annotated[type, ...]`, and the validators (callables) among its extras."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return annotation, []
+    inner, *extras = typing.get_args(annotation)
+    return inner, [extra for extra in extras if callable(extra)]
+
+
+def _plain_field_for(parameter: inspect.Parameter, annotation: Any, optional: bool) -> forms.Field:
+    has_default = parameter.default is not inspect.Parameter.empty
     options: dict[str, Any] = {
         "required": not (has_default or optional),
         "label": parameter.name.replace("_", " ").capitalize(),

@@ -153,6 +153,8 @@ def test_changelist_searches_by_id_and_by_name(admin_client: Client) -> None:
     failed = make_run("demo.fail", params={})
 
     assert listed(admin_client.get(CHANGELIST, {"q": str(wanted.id)})) == [wanted]
+    assert listed(admin_client.get(CHANGELIST, {"q": str(wanted.id)[:8]})) == [wanted]  # as page titles show it
+    assert listed(admin_client.get(CHANGELIST, {"q": str(wanted.id)[:8].upper()})) == [wanted]
     assert listed(admin_client.get(CHANGELIST, {"q": "fail"})) == [failed]
     assert listed(admin_client.get(CHANGELIST, {"q": "no such run"})) == []
 
@@ -186,7 +188,7 @@ def test_launch_list_links_every_registered_job(admin_client: Client) -> None:
     for name, title in [("demo.count", "Count"), ("demo.echo", "Echo"), ("admin_tests.flag", "Flag")]:
         assert reverse("admin:jobs_job_launch_form", args=[name]) == launch_form_url(name)
         assert f'<a href="{launch_form_url(name)}">{title}</a>' in content
-    assert "Prints the given text, `times` times." in content
+    assert "Prints the given text, <code>times</code> times." in content
 
 
 @pytest.mark.django_db
@@ -493,3 +495,21 @@ def test_actions_need_change_permission(staff_client: Any) -> None:
     assert Job.objects.get() == run
     run.refresh_from_db()
     assert (run.status, run.cancel_requested) == (JobStatus.RUNNING, False)
+
+
+@job("admin_tests.described", description="Takes `<b>bold</b>` and <i>this</i>,\nthen `n` steps.")
+def described() -> None:
+    """Its description shows `code` as code and nothing as markup."""
+
+
+@pytest.mark.django_db
+def test_job_descriptions_show_backticks_as_code_and_everything_else_as_text(admin_client: Client) -> None:
+    listing = admin_client.get(LAUNCH).content.decode()
+    assert "every <code>interval</code> seconds" in listing  # demo.count's description
+    assert (
+        "Takes <code>&lt;b&gt;bold&lt;/b&gt;</code> and &lt;i&gt;this&lt;/i&gt;,<br>then <code>n</code> steps."
+        in listing
+    )
+    form = admin_client.get(reverse("admin:jobs_job_launch_form", args=["admin_tests.described"])).content.decode()
+    assert "then <code>n</code> steps." in form
+    assert "<b>bold</b>" not in form and "<i>this</i>" not in form

@@ -51,6 +51,22 @@ def test_success_prints_the_permalink_then_the_lines(manage: Manage) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+def test_the_permalink_is_a_whole_address_with_runlog_base_url(subprocess_env: dict[str, str]) -> None:
+    env = {**subprocess_env, "RUNLOG_BASE_URL": "https://runlog.example.com"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runjob", "demo.echo", "text=hi"],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=DEADLINE,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    permalink, *lines = result.stdout.splitlines()
+    site, path = permalink[:26], permalink[26:]
+    assert site == "https://runlog.example.com"
+    assert job_of(path).params == {"text": "hi", "times": 1}
+    assert lines == ["hi"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_lines_are_stored_with_their_numbers(manage: Manage) -> None:
     result = manage("runjob", "demo.echo", "text=hello = world", "times=3")
 

@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+from urllib.parse import urljoin
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs import registry
+from jobs.conf import runlog_settings
 from jobs.launcher import cancel_run, create_run, launch
 from jobs.logstore.hub import StoredLines, Subscription, hub, rows_of
 from jobs.logstore.writer import Batch
@@ -52,7 +54,7 @@ class Command(BaseCommand):
                 job = create_run(name, _parse_params(params), owner=runner.identity)
         except (registry.UnknownJob, InvalidParameters) as exc:
             raise CommandError(str(exc), returncode=USAGE_ERROR) from None
-        self.stdout.write(job.get_absolute_url())
+        self.stdout.write(urljoin(runlog_settings.BASE_URL, job.get_absolute_url()))
         self.stdout.flush()
 
         self._echoed = 0  # the last line number echoed
