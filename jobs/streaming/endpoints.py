@@ -1,5 +1,5 @@
 """The endpoints that serve runs to browsers and scripts: the raw log (log.txt), the live
-event stream (events), a range of lines (lines), the status (JSON) and cancel.
+event stream (events), a range of lines (lines), search, the status (JSON) and cancel.
 
 They answer 403, not a login redirect, to a user who may not see runs: their callers are
 EventSource, fetch() and scripts. Streams come from jobs.streaming.follow: a sync generator under
@@ -31,7 +31,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from jobs.models import Job, LogLine
 from jobs.running.runner import get_runner
-from jobs.streaming import formats
+from jobs.streaming import formats, search
 from jobs.streaming.follow import Event, ViewerDatabase, events, events_async
 
 #: The largest line number there can be (a PositiveIntegerField); an offset beyond it
@@ -55,7 +55,7 @@ def _requires(permission: str) -> Callable[[View], View]:
                 return HttpResponseForbidden(f"You need the {permission} permission.", content_type="text/plain")
             try:
                 return view(request, *args, **kwargs)
-            except BadInput as exc:
+            except (BadInput, search.SearchError) as exc:
                 return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
 
         return checked
@@ -199,6 +199,22 @@ def log_lines(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     rows = LogLine.objects.rows_after(job.id, after, limit)
     body = f'{{"line_count":{job.line_count},"lines":[{",".join(formats.line_data(rows))}]}}'
     return HttpResponse(body, content_type="application/json")
+
+
+@require_GET
+@_requires("jobs.view_job")
+def search_log(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """The numbers of the stored lines after `after` that contain `q` (ignoring case unless
+    `case=1`; a Python regular expression with `regex=1`), at most `limit` of them, and
+    whether more follow."""
+    query = search.make_query(
+        request.GET.get("q", ""), regex=_flag(request, "regex"), case_sensitive=_flag(request, "case")
+    )
+    after = _count(request.GET.get("after"), "after", 0, MAX_OFFSET)
+    limit = _count(request.GET.get("limit"), "limit", search.DEFAULT_MATCHES, search.MAX_MATCHES)
+    job = get_object_or_404(Job, pk=job_id)
+    found = search.find(job, query, after, limit)
+    return JsonResponse({"matches": found.numbers, "line_count": job.line_count, "more": found.more})
 
 
 @require_GET
