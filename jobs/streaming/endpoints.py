@@ -8,6 +8,7 @@ WSGI, an async one under ASGI (Django would buffer a sync one there).
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import uuid
@@ -27,6 +28,8 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs.models import Job, LogLine
@@ -154,11 +157,24 @@ def _streaming_response(content: Iterable[Any], content_type: str) -> StreamingH
 @_requires("jobs.view_job")
 def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """The stored lines after `offset` as text/plain; with `follow=1`, then the live lines
-    until the run ends."""
-    after, follow = _offset(request), _flag(request, "follow")
+    until the run ends; with `download=1`, as a file to save."""
+    after, follow, download = _offset(request), _flag(request, "follow"), _flag(request, "download")
     job = get_object_or_404(Job, pk=job_id)
     content = _stream(request, job, after, follow and not job.is_finished, formats.plain_text)
-    return _streaming_response(content, "text/plain; charset=utf-8")
+    response = _streaming_response(content, "text/plain; charset=utf-8")
+    if download:
+        response["Content-Disposition"] = content_disposition_header(True, download_name(job))
+    return response
+
+
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def download_name(job: Job) -> str:
+    """`<job name>-<YYYYMMDD-HHMMSS>.log`, of letters, digits, ".", "_" and "-" only, so that
+    every browser and file system keeps it as it is."""
+    name = _UNSAFE_IN_FILE_NAMES.sub("_", job.name).strip("._") or "job"
+    return f"{name}-{timezone.localtime(job.created_at):%Y%m%d-%H%M%S}.log"
 
 
 @require_GET
@@ -166,13 +182,15 @@ def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @_requires("jobs.view_job")
 def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Server-Sent Events: the run's status, its lines after the offset, live lines,
-    progress and status changes, heartbeats, and `done` when it ends."""
+    progress and status changes, heartbeats, and `done` when it ends. With `batch=1`, lines
+    come as `lines` events of up to formats.BATCH_LINES lines each."""
     after = _offset(request, last_event_id=True)
+    encode = formats.sse_batched if _flag(request, "batch") else formats.sse
     job = get_object_or_404(Job, pk=job_id)
     if job.is_finished and after >= job.line_count:
         # The client has everything: 204 tells EventSource to stop reconnecting.
         return HttpResponse(status=204)
-    content = _stream(request, job, after, True, formats.sse)
+    content = _stream(request, job, after, True, encode)
     if isinstance(content, AsyncIterator):
         return _streaming_response(_prefixed_async(formats.sse_start(), content), "text/event-stream; charset=utf-8")
     return _streaming_response(_prefixed(formats.sse_start(), content), "text/event-stream; charset=utf-8")
