@@ -108,9 +108,9 @@ def find(job: Job, query: Query, after: int, limit: int) -> Found:
     if after >= job.line_count:
         return Found([], False)
     lines = LogLine.objects.filter(job_id=job.id, number__gt=after, number__lte=job.line_count)
-    for sql, params in _conditions(connection.vendor, query):
-        # Only the quoted column name is formatted into `sql`; every value is a parameter.
-        lines = lines.filter(RawSQL(sql, params, output_field=BooleanField()))  # noqa: S611
+    sql, params = _condition(connection.vendor, query)
+    # Only the quoted column name is formatted into `sql`; every value is a parameter.
+    lines = lines.filter(RawSQL(sql, params, output_field=BooleanField()))  # noqa: S611
     # One more than asked: whether it exists is `more`.
     numbers_query = lines.order_by("number").values_list("number", flat=True)[: limit + 1]
     if connection.vendor == "postgresql":
@@ -125,21 +125,23 @@ def find(job: Job, query: Query, after: int, limit: int) -> Found:
 # --- What the database tests -------------------------------------------------------------------
 
 
-def _conditions(vendor: str, query: Query) -> list[tuple[str, list[Any]]]:
-    """SQL conditions on a line's text (and their parameters), cheapest first."""
+def _condition(vendor: str, query: Query) -> tuple[str, list[Any]]:
+    """The SQL condition on a line's text, and its parameters."""
     column = connection.ops.quote_name(LogLine._meta.get_field("text").column)
     if not query.regex:
-        return [_contains(vendor, column, query.text, query.case_sensitive)]
-    conditions = []
+        return _contains(vendor, column, query.text, query.case_sensitive)
     ignore_case = bool(query.flags & re.IGNORECASE)
-    required = required_text(query.text, query.flags)
-    if len(required) >= MIN_PREFILTER:
-        conditions.append(_contains(vendor, column, required, not ignore_case))
     if vendor == "postgresql":
-        conditions.append((f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)]))
+        matches = (f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)])
     else:
-        conditions.append((f"{column} REGEXP %s", [query.text]))  # the child compiles it with the flags
-    return conditions
+        matches = (f"{column} REGEXP %s", [query.text])  # the child compiles it with the flags
+    required = required_text(query.text, query.flags)
+    if len(required) < MIN_PREFILTER:
+        return matches
+    prefilter = _contains(vendor, column, required, not ignore_case)
+    # CASE, not AND: PostgreSQL orders ANDed conditions by its cost estimates, which rate
+    # a regex as cheap as a substring search, and would run the regex on every line.
+    return f"CASE WHEN {prefilter[0]} THEN {matches[0]} ELSE FALSE END", prefilter[1] + matches[1]
 
 
 def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> tuple[str, list[Any]]:
