@@ -261,7 +261,7 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
             raise
 
 
-def _on_sqlite(numbers_query: Any) -> list[int]:
+def _on_sqlite(numbers_query: QuerySet[LogLine, int]) -> list[int]:
     connection.ensure_connection()
     database = connection.connection
     deadline = time.monotonic() + TIME_LIMIT
@@ -283,7 +283,7 @@ def _on_sqlite(numbers_query: Any) -> list[int]:
         database.set_progress_handler(None, 0)
 
 
-def _in_child(numbers_query: Any, flags: int) -> list[int]:
+def _in_child(numbers_query: QuerySet[LogLine, int], flags: int) -> list[int]:
     sql, params = numbers_query.query.sql_with_params()
     request = {
         "database": str(connection.settings_dict["NAME"]),
