@@ -44,9 +44,11 @@ bench: setup-dev
 	DATABASE_URL=$(BENCH_POSTGRES)/runlog_bench $(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-postgresql.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_workers --json bench-results/workers.json
+	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_search --json bench-results/search.json
 
 # A smoke run of the benchmarks (small sizes, SQLite): seconds, so that CI keeps them working.
 bench-smoke: setup-dev
 	$(BIN)/python -m tests.bench.bench_capture --lines 5000 --repeat 1 --prints 5000
 	$(BIN)/python -m tests.bench.bench_streaming --quick --databases sqlite
 	$(BIN)/python -m tests.bench.bench_workers --quick --databases sqlite
+	$(BIN)/python -m tests.bench.bench_search --quick --databases sqlite
