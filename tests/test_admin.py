@@ -3,6 +3,7 @@ re-run actions, permissions, CSRF and escaping, all through the test client."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.http import HttpResponse
 from django.test import Client
@@ -513,3 +515,12 @@ def test_job_descriptions_show_backticks_as_code_and_everything_else_as_text(adm
     form = admin_client.get(reverse("admin:jobs_job_launch_form", args=["admin_tests.described"])).content.decode()
     assert "then <code>n</code> steps." in form
     assert "<b>bold</b>" not in form and "<i>this</i>" not in form
+
+
+@pytest.mark.django_db
+def test_admin_pages_name_their_icon_so_browsers_ask_for_no_favicon_ico(admin_client: Client) -> None:
+    for url in (CHANGELIST, LAUNCH, "/admin/"):
+        page = admin_client.get(url).content.decode()
+        icon = re.search(r'<link rel="icon" href="([^"]+)"', page)
+        assert icon, f"{url} names no icon"
+        assert finders.find(icon[1].removeprefix("/static/")), f"{icon[1]} is not a static file"
