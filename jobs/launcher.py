@@ -5,8 +5,9 @@ it (or none yet) follows from there."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
@@ -16,10 +17,14 @@ from jobs import registry
 from jobs.models import Job, JobStatus
 from jobs.tasks import run_job, runs_in_this_process
 
-User = AbstractBaseUser | AnonymousUser
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL, as the type checker sees it
+
+#: Who launches or cancels: a request's user (maybe anonymous), or nobody (a script).
+Requester = AbstractBaseUser | AnonymousUser
 
 
-def create_run(name: str, params: dict[str, Any], user: User | None = None, *, owner: str = "") -> Job:
+def create_run(name: str, params: dict[str, Any], user: Requester | None = None, *, owner: str = "") -> Job:
     """A queued run of job `name`. Raises UnknownJob or InvalidParameters (with a message
     per bad field) and then creates nothing. With `owner` (a process identity) the run is
     that process's from the start: its heartbeats keep it alive, and it is lost with it."""
@@ -36,7 +41,7 @@ def create_run(name: str, params: dict[str, Any], user: User | None = None, *, o
     )
 
 
-def launch(name: str, *, user: User | None = None, **params: Any) -> Job:
+def launch(name: str, *, user: Requester | None = None, **params: Any) -> Job:
     """Create a queued run of job `name` and, once the current transaction commits (at once
     outside one), enqueue the task that runs it. Returns the queued Job.
 
@@ -52,7 +57,7 @@ def launch(name: str, *, user: User | None = None, **params: Any) -> Job:
     return job
 
 
-def relaunch(job: Job, *, user: User | None = None) -> Job:
+def relaunch(job: Job, *, user: Requester | None = None) -> Job:
     """A new run of the same job with the same parameters (re-run from the page or the admin).
     Raises UnknownJob if the job is no longer registered, InvalidParameters if its stored
     parameters no longer fit the job's form."""
@@ -60,7 +65,7 @@ def relaunch(job: Job, *, user: User | None = None) -> Job:
     return launch(spec.name, user=user, **spec.clean(job.params))
 
 
-def cancel_run(job_id: uuid.UUID, user: User | None = None) -> bool:
+def cancel_run(job_id: uuid.UUID, user: Requester | None = None) -> bool:
     """Ask a run to stop, and record who asked. A queued run ends cancelled at once, with no
     worker involved. A running one is flagged: the process running it, on whichever machine,
     sees the flag within RUNLOG_CANCEL_POLL_INTERVAL (at once when that is this process) and
@@ -79,12 +84,13 @@ def cancel_run(job_id: uuid.UUID, user: User | None = None) -> bool:
     return True
 
 
-def _stop_here(job_id: uuid.UUID, by: AbstractBaseUser | None) -> None:
+def _stop_here(job_id: uuid.UUID, by: User | None) -> None:
     """If this process runs the job, stop it now rather than at the supervisor's next poll."""
     from jobs.running.runner import get_runner
 
     get_runner().supervisor.cancel(job_id, by=by.get_username() if by is not None else None)
 
 
-def _known(user: User | None) -> AbstractBaseUser | None:
-    return user if isinstance(user, AbstractBaseUser) and user.is_authenticated else None
+def _known(user: Requester | None) -> User | None:
+    """The signed-in user to record (of the model AUTH_USER_MODEL names), or None."""
+    return user if isinstance(user, get_user_model()) and user.is_authenticated else None

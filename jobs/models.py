@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from jobs.choices import JobStatus, LogStream
 
-__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogLineQuerySet", "LogStream"]
+__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogLineQuerySet", "LogStream", "column_of"]
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -146,13 +146,22 @@ class LogLineQuerySet(models.QuerySet["LogLine"]):
         text because converting a datetime per row is most of a replay's cost, and lines
         stored together share one time (see jobs.streaming.formats)."""
         rows = self.filter(job_id=job_id, number__gt=after, number__lte=after + limit).order_by("number")
-        rows = rows.annotate(stored_at=Cast("created_at", models.TextField()))
+        stored_at = Cast("created_at", models.TextField())
         # The ORM writes the query; the rows are fetched in one call, without the ORM's
         # per-row iteration, which halved a replay's speed (measured: 256k vs 530k rows/s).
-        sql, params = rows.values_list("number", "stream", "stored_at", "text").query.sql_with_params()
+        sql, params = rows.values_list("number", "stream", stored_at, "text").query.sql_with_params()
         with connections[self.db].cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall()
+            fetched: list[tuple[int, str, str, str]] = cursor.fetchall()
+            return fetched
+
+
+def column_of(model: type[models.Model], field_name: str) -> str:
+    """The database column of one of `model`'s own fields, for SQL written by hand."""
+    field = model._meta.get_field(field_name)
+    if not isinstance(field, models.Field):
+        raise TypeError(f"{model.__name__}.{field_name} is a relation's other side, not a column")
+    return field.column
 
 
 class LogLine(models.Model):

@@ -186,7 +186,9 @@ def clean_parameters(job_name: str, form_class: type[forms.Form], params: Mappin
         # reporting it.
         raise InvalidParameters(job_name, {"__all__": [f"A parameter has a value of the wrong type: {exc}"]}) from None
     if not valid:
-        raise InvalidParameters(job_name, {field: list(errors) for field, errors in form.errors.items()})
+        raise InvalidParameters(
+            job_name, {field: [str(error) for error in errors] for field, errors in form.errors.items()}
+        )
     return dict(form.cleaned_data)
 
 

@@ -23,7 +23,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from jobs.logstore.writer import Batch
-from jobs.models import Job, LogLine
+from jobs.models import Job, LogLine, column_of
 
 _LINE_FIELDS = ("job", "number", "stream", "text", "created_at")
 # Binary COPY needs the exact PostgreSQL type of each column, in _LINE_FIELDS order.
@@ -57,7 +57,7 @@ def _db_values(batch: Batch, connection: BaseDatabaseWrapper) -> tuple[Any, Any]
 def _table_and_columns(connection: BaseDatabaseWrapper) -> tuple[str, str]:
     quote = connection.ops.quote_name
     table = quote(LogLine._meta.db_table)
-    columns = ", ".join(quote(LogLine._meta.get_field(name).column) for name in _LINE_FIELDS)
+    columns = ", ".join(quote(column_of(LogLine, name)) for name in _LINE_FIELDS)
     return table, columns
 
 

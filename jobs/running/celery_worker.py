@@ -32,13 +32,11 @@ def _pool_processes() -> list[int]:
     return list(pool.info.get("processes", [])) if pool is not None else []
 
 
-@signals.worker_init.connect
 def _remember_controller(sender: Any, **kwargs: Any) -> None:
     global _controller
     _controller = sender
 
 
-@signals.worker_process_init.connect
 def _start_in_pool_process(**kwargs: Any) -> None:
     from jobs.running.runner import get_runner
 
@@ -47,7 +45,6 @@ def _start_in_pool_process(**kwargs: Any) -> None:
     runner.shut_down_on(STOP_SIGNAL)
 
 
-@signals.worker_ready.connect
 def _start_in_worker(**kwargs: Any) -> None:
     if not _pool_processes():  # threads or solo pool: jobs run in this process
         from jobs.running.runner import get_runner
@@ -55,7 +52,6 @@ def _start_in_worker(**kwargs: Any) -> None:
         get_runner().start()
 
 
-@signals.worker_shutting_down.connect
 def _shutting_down(**kwargs: Any) -> None:
     children = _pool_processes()
     if children:
@@ -68,3 +64,9 @@ def _shutting_down(**kwargs: Any) -> None:
     from jobs.running.runner import get_runner
 
     get_runner().start_shutting_down()
+
+
+signals.worker_init.connect(_remember_controller)
+signals.worker_process_init.connect(_start_in_pool_process)
+signals.worker_ready.connect(_start_in_worker)
+signals.worker_shutting_down.connect(_shutting_down)

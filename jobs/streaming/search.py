@@ -29,15 +29,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from re import _constants as sre_constants
-from re import _parser as sre_parser
+from re import _constants as sre_constants  # type: ignore[attr-defined]  # re's own parser, to read a pattern
+from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
-from jobs.models import Job, LogLine
+from jobs.models import Job, LogLine, column_of
 
 #: Longest search text accepted: a bound on the work of compiling a pattern.
 MAX_QUERY_LENGTH = 1000
@@ -127,7 +127,7 @@ def find(job: Job, query: Query, after: int, limit: int) -> Found:
 
 def _condition(vendor: str, query: Query) -> tuple[str, list[Any]]:
     """The SQL condition on a line's text, and its parameters."""
-    column = connection.ops.quote_name(LogLine._meta.get_field("text").column)
+    column = connection.ops.quote_name(column_of(LogLine, "text"))
     if not query.regex:
         return _contains(vendor, column, query.text, query.case_sensitive)
     ignore_case = bool(query.flags & re.IGNORECASE)
@@ -244,7 +244,7 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
             if len(numbers) == wanted or probe_end == upto:
                 return numbers
             rest, params = lines.filter(number__gt=probe_end, number__lte=upto).query.sql_with_params()
-            column = connection.ops.quote_name(LogLine._meta.get_field("number").column)
+            column = connection.ops.quote_name(column_of(LogLine, "number"))
             # OFFSET 0 keeps the planner from pushing ORDER BY and LIMIT into the scan.
             cursor.execute(
                 f"SELECT {column} FROM ({rest} OFFSET 0) AS found ORDER BY {column} LIMIT %s",  # noqa: S608

@@ -118,8 +118,8 @@ def _finished(job_id: uuid.UUID) -> bool:
     return Job.objects.filter(pk=job_id, status__in=JobStatus.finished_values()).exists()
 
 
-def _parse_params(pairs: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
