@@ -20,6 +20,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from jobs import launcher, registry
+from jobs.display import format_duration
 from jobs.models import Job, JobQuerySet
 from jobs.params import InvalidParameters
 from jobs.registry import UnknownJob
@@ -88,9 +89,8 @@ class JobAdmin(admin.ModelAdmin[Job]):
         )
 
     @admin.display(description="Duration")
-    def duration(self, job: Job) -> str | None:
-        duration = job.duration
-        return None if duration is None else f"{duration.total_seconds():.1f} s"
+    def duration(self, job: Job) -> str:
+        return format_duration(job.duration)
 
     @admin.display(description="Lines", ordering="line_count")
     def lines(self, job: Job) -> int:

@@ -7,7 +7,6 @@ jobs.streaming.endpoints; these views only render what is stored and hand the UR
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +19,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs import registry
+from jobs.display import format_duration
 from jobs.launcher import relaunch
 from jobs.models import Job, JobStatus
 from jobs.params import InvalidParameters
@@ -35,19 +35,6 @@ class JobFilterForm(forms.Form):
 
     status = forms.ChoiceField(choices=[("", "Any status"), *JobStatus.choices], required=False)
     name = forms.CharField(required=False, max_length=200, label="Name contains")
-
-
-def format_duration(duration: timedelta | None) -> str:
-    """A short human duration ("4.2 s", "3 min 05 s", "2 h 03 min"); log.js formats alike."""
-    if duration is None:
-        return "—"
-    seconds = max(duration.total_seconds(), 0.0)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60} min {whole % 60:02d} s"
-    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
 
 
 def display_value(value: Any) -> str:

@@ -16,8 +16,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs.display import format_duration
 from jobs.models import Job, JobStatus, LogLine, LogStream
-from jobs.views import PAGE_SIZE, TAIL_LINES, format_duration
+from jobs.views import PAGE_SIZE, TAIL_LINES
 from tests.conftest import log_texts, wait_finished
 
 pytestmark = pytest.mark.django_db
