@@ -163,10 +163,17 @@ class RunningCommand:
         return returncode
 
 
+#: Starts a command with SIGINT as a terminal gives it: a test suite started in the
+#: background (SIGINT ignored, as shells start background jobs) must still test Ctrl-C.
+WITH_CTRL_C = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
 @contextmanager
 def runjob(env: dict[str, str], *args: str) -> Iterator[RunningCommand]:
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "runjob", *args],
+        [sys.executable, "-c", WITH_CTRL_C, sys.executable, "manage.py", "runjob", *args],
         cwd=PROJECT_DIR,
         env=env,
         stdout=subprocess.PIPE,
