@@ -20,12 +20,25 @@ from urllib.parse import urlencode
 import pytest
 from django.db import connection
 from django.utils import timezone
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from jobs.launcher import cancel_run, create_run, launch
 from jobs.models import Job, JobStatus, LogLine
 from jobs.running.runner import get_runner
 from jobs.tasks import run_job
 from tests.sse_client import HttpStream, Line, request
+
+# Property tests: "ci" (the default) is sized to keep CI fast; "thorough" is for a nightly
+# or manual run: HYPOTHESIS_PROFILE=thorough make test. Tests scale from max_examples.
+_PROPERTY_DEFAULTS: dict[str, Any] = {
+    "database": None,  # no example database in the project's directory
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+}
+hypothesis_settings.register_profile("ci", max_examples=40, **_PROPERTY_DEFAULTS)
+hypothesis_settings.register_profile("thorough", max_examples=500, **_PROPERTY_DEFAULTS)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 #: Seconds to wait for something that should happen soon: a generous bound that only a

@@ -37,7 +37,7 @@ from django.templatetags.static import static
 from django.test import Client
 from django.urls import reverse
 from django.utils.text import Truncator
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from jobs import InvalidParameters, UnknownJob, job, registry, run_command
@@ -53,16 +53,11 @@ from tests.test_endpoints import finished_run, parse_sse, streamed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-#: Settings of the property tests: the fixtures (a user, a stored run) are made once per test
-#: and only read by its examples, so hypothesis may share them.
-PROPERTY = settings(
-    database=None,  # no example database in the project's directory
-    max_examples=120,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+#: Settings of the property tests: the profile's (tests/conftest.py). The fixtures (a user, a
+#: stored run) are made once per test and only read by its examples, so examples share them.
+PROPERTY = settings()
 #: Fewer examples where each one launches and runs a job.
-PROPERTY_RUNS = settings(PROPERTY, max_examples=60)
+PROPERTY_RUNS = settings(max_examples=max(10, PROPERTY.max_examples // 2))
 
 
 @pytest.fixture

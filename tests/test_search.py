@@ -11,7 +11,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode
 import pytest
 from django.db import connection
 from django.test import Client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.models import Job
@@ -20,12 +20,7 @@ from tests.test_endpoints import client_for, finished_run, user_with
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PROPERTY = settings(
-    database=None,
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+PROPERTY = settings()  # the profile's (tests/conftest.py)
 
 #: Lines of every kind a search meets: case, non-ASCII letters (and those that fold to ASCII
 #: in Python's re: İ, ı, ſ, the Kelvin sign), regex metacharacters, an empty line.
@@ -318,7 +313,7 @@ def test_portable_patterns_find_the_same_lines_as_python(client: Client, run: Jo
     assert found == expected
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=PROPERTY.max_examples * 10)  # pure Python: cheap examples
 @given(
     pattern=portable_patterns(),
     text=st.text(alphabet="aeiksxtEIKST03 :/-éÉßİıſK.$(", max_size=20),
