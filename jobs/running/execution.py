@@ -36,6 +36,9 @@ def execute(job: Job, supervisor: Supervisor) -> Job:
         return _execute(job, supervisor)
     finally:
         hub.run_ended_here(job.id)
+        # Only now: a shutdown waiting for this process to be idle ends its streams next,
+        # after its viewers have heard that the run ended.
+        supervisor.untrack(job.id)
 
 
 def _execute(job: Job, supervisor: Supervisor) -> Job:
@@ -64,9 +67,6 @@ def _execute(job: Job, supervisor: Supervisor) -> Job:
         note = failure_note(writer) if writer.failure is not None else None
         supervisor.end_later(job.id, status, error, note)
         raise
-    finally:
-        # Only now: a shutdown waiting for this process to be idle must see the status saved.
-        supervisor.untrack(context)
     job.refresh_from_db()
     return job
 

@@ -147,7 +147,7 @@ class Runner:
     def _end_stuck_runs(self, message: str) -> None:
         for context in self.supervisor.running():
             _end_stuck_run(context.job_id, context.writer, message)
-            self.supervisor.untrack(context)
+            self.supervisor.untrack(context.job_id)
 
     def shut_down_on(self, signum: int) -> None:
         """Start shut_down_worker() on `signum`, and leave the process's stop signals alone

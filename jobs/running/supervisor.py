@@ -83,9 +83,9 @@ class Supervisor:
             self._tracked[context.job_id] = _Tracked(context, deadline)
         self._wake.set()
 
-    def untrack(self, context: JobContext) -> None:
+    def untrack(self, job_id: uuid.UUID) -> None:
         with self._lock:
-            self._tracked.pop(context.job_id, None)
+            self._tracked.pop(job_id, None)
             self._idle.notify_all()
 
     def running(self) -> list[JobContext]:
