@@ -47,6 +47,11 @@ class RunlogSettings:
     VIEWER_DATABASE_SLOTS: int = 8
     #: Import the demo jobs (demo.*).
     DEMO_JOBS: bool = True
+    #: On PostgreSQL, each web process listens for the announcements (NOTIFY) of stored
+    #: lines and changed runs on one connection and reads them at once, instead of reading
+    #: every POLL_INTERVAL (which stays the fallback while that connection is down). Runs
+    #: are always announced, so processes with either value can run side by side.
+    NOTIFY: bool = True
 
 
 _cache: RunlogSettings | None = None
