@@ -22,6 +22,7 @@ from django.db import connection
 from django.utils import timezone
 
 from jobs.launcher import create_run, launch
+from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus, LogLine
 from jobs.running.runner import get_runner
 from tests.sse_client import HttpStream, Line, request
@@ -128,12 +129,14 @@ def running_run() -> Job:
 
 
 def store_lines(job: Job, first: int, last: int) -> None:
-    """Store lines `first`..`last` of `job` ("line N") and count them, as its flusher would."""
+    """Store lines `first`..`last` of `job` ("line N"), count and announce them, as its
+    flusher would."""
     now = timezone.now()
     LogLine.objects.bulk_create(
         LogLine(job=job, number=n, text=f"line {n}", created_at=now) for n in range(first, last + 1)
     )
     Job.objects.filter(pk=job.pk).update(line_count=last)
+    announce(job.id, last)
 
 
 class LocalRuns:
