@@ -53,6 +53,11 @@ class RunlogSettings:
     #: How long finished runs are kept, e.g. "90d" (see jobs.retention); None keeps them
     #: forever. Workers delete older ones once an hour.
     RETENTION: str | None = None
+    #: On PostgreSQL, each web process listens for the announcements (NOTIFY) of stored
+    #: lines and changed runs on one connection and reads them at once, instead of reading
+    #: every POLL_INTERVAL (which stays the fallback while that connection is down). Runs
+    #: are always announced, so processes with either value can run side by side.
+    NOTIFY: bool = True
 
 
 _cache: RunlogSettings | None = None

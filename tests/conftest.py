@@ -24,6 +24,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from jobs.launcher import cancel_run, create_run, launch
+from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus, LogLine
 from jobs.running.runner import get_runner
 from jobs.tasks import run_job
@@ -147,12 +148,14 @@ def running_run() -> Job:
 
 
 def store_lines(job: Job, first: int, last: int) -> None:
-    """Store lines `first`..`last` of `job` ("line N") and count them, as its flusher would."""
+    """Store lines `first`..`last` of `job` ("line N"), count and announce them, as its
+    flusher would."""
     now = timezone.now()
     LogLine.objects.bulk_create(
         LogLine(job=job, number=n, text=f"line {n}", created_at=now) for n in range(first, last + 1)
     )
     Job.objects.filter(pk=job.pk).update(line_count=last)
+    announce(job.id, last)
 
 
 class LocalRuns:

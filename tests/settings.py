@@ -14,14 +14,17 @@ from config.settings import *  # noqa: E402,F403
 INSTALLED_APPS = [*INSTALLED_APPS, "tests"]  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
-# Quicker heartbeats and lost-run detection, so the tests of those take seconds.
-RUNLOG_HEARTBEAT_INTERVAL = 0.5
+# Quicker heartbeats and lost-run detection, so the tests of those take seconds (a server
+# whose database use is counted gets a quiet supervisor from its environment).
+RUNLOG_HEARTBEAT_INTERVAL = float(os.environ.get("RUNLOG_HEARTBEAT_INTERVAL", "0.5"))
 RUNLOG_LOST_AFTER = 2.0
 RUNLOG_CANCEL_POLL_INTERVAL = 0.2
 RUNLOG_KILL_GRACE = 1.0
-# Servers started by the streaming tests take these two from the environment they are given.
+# Servers started by the streaming tests take these from the environment they are given.
 RUNLOG_STREAM_HEARTBEAT = float(os.environ.get("RUNLOG_STREAM_HEARTBEAT", "10"))
 RUNLOG_VIEWER_DATABASE_SLOTS = int(os.environ.get("RUNLOG_VIEWER_DATABASE_SLOTS", "8"))
+RUNLOG_POLL_INTERVAL = float(os.environ.get("RUNLOG_POLL_INTERVAL", "0.2"))
+RUNLOG_NOTIFY = os.environ.get("RUNLOG_NOTIFY", "1") == "1"
 # Servers started by the tests serve static files straight from the apps (no collectstatic).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True

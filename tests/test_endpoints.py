@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from jobs.launcher import launch
 from jobs.logstore.hub import hub
+from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus, LogLine
 from jobs.streaming import formats
 from jobs.streaming.follow import Done, Lines, Status, events
@@ -497,6 +498,7 @@ def test_lines_published_between_the_replay_and_the_live_tail_are_sent_once(monk
         store_lines(job, 3501, 3600)
         wait_for(lambda: len(received) >= 3600, "the viewer to tail the later lines through the poller")
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
+        announce(job.id, 3600)  # as a change of a run's status is
         assert finished.wait(60)
     finally:
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)

@@ -2,7 +2,7 @@
 
     python -m tests.bench.bench_streaming [--json out.json] [--quick] [--databases sqlite,postgresql]
         [--sections latency,fanout,replay,idle,growth] [--configs gthread:2x16,gthread:2x128,asgi:2]
-        [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--profile DIR] [--in-place]
+        [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--idle-runs 4] [--profile DIR] [--in-place]
 
 It measures a snapshot of the working tree taken when it starts (other people edit this
 checkout while it runs; --in-place measures the checkout itself). For each database it
@@ -17,8 +17,10 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
 
 1. Latency, print() -> bytes at an SSE client, of a job printing a line every 10 ms:
    (a) the job runs in the serving process (one worker; launched through the admin launch
-   form), (b) it runs in another process (this benchmark's process), so the server's poller
-   brings its lines. The job is bench.clock (tests/bench/jobs.py): demo.count whose lines
+   form), (b) it runs in another process (`manage.py runjob`, a worker's stand-in), so the
+   server's poller brings its lines: on PostgreSQL as soon as the listener hears of them
+   (NOTIFY), on SQLite every POLL_INTERVAL; (c) PostgreSQL only: the same to a server with
+   RUNLOG_NOTIFY off, which polls. The job is bench.clock (tests/bench/jobs.py): demo.count whose lines
    start with the time.time() of their own print(), so latency is measured from the print()
    itself; the line's `t` (the flusher's timestamp) splits it into print -> `t` and
    `t` -> arrival. Baseline: the same loop sending its lines over a bare loopback socket.
@@ -38,20 +40,23 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    no statistics for its rows yet), then --repeat times after ANALYZE. Baselines in this
    process, each on a new connection: list(job.lines.all()), the server's own chunked
    reads (rows_after) alone, and those reads plus each wire format.
-4. Idle cost: VIEWERS SSE viewers of a running job that prints nothing (bench.silent: one
+4. Idle cost: VIEWERS SSE viewers of running jobs that print nothing (bench.silent: one
    line, silence, "Done"), on the server's default configuration: the server's CPU (master
    and workers, /proc) over a window of 30 s once every viewer has its first bytes, as % of
-   one core, (a) with the job in the serving process (launched through the admin form: its
-   viewers wait on the in-process queue), (b) with the job in another process (this
-   benchmark's: the server's poller reads the database every POLL_INTERVAL); the viewers'
-   heartbeats and bytes, and whether each still got every line and `done` when the job
-   ended after the window. Baselines: the same server's floor (the silent job of (a)
-   running, no viewer; the window before the viewers connect), and as many viewers of the
-   streaming view of the Django article in ../shared/seeds/ (tests/bench/baseline_views.py:
-   a StreamingHttpResponse generator spinning on queue.get_nowait() while a silent thread
+   one core, and on PostgreSQL the queries that the server's database sessions start
+   (ServerQueries: pg_stat_activity sampled every 20 ms), (a) with the job in the serving
+   process (launched through the admin form: its viewers wait on the in-process queue), (b)
+   with the viewers spread over idle_runs jobs, each in a runjob process (on PostgreSQL the
+   server's listener waits for their announcements; on SQLite its poller reads them every
+   POLL_INTERVAL), (c) PostgreSQL only: the same to a server with RUNLOG_NOTIFY off; the
+   viewers' heartbeats and bytes, and whether each still got every line and `done` when its
+   job ended after the window. Baselines: the same server's floor (the silent jobs running,
+   no viewer; a window before the viewers connect), and as many viewers of the streaming
+   view of the Django article in ../shared/seeds/ (tests/bench/baseline_views.py: a
+   StreamingHttpResponse generator spinning on queue.get_nowait() while a silent thread
    lives). Its spinning starves the server, so its window starts after 5 s whether or not
-   every viewer has its first bytes (the figures say how many had), and its threads all
-   end when the window ends.
+   every viewer has its first bytes (the figures say how many had), and its threads all end
+   when the window ends.
 5. Growth: 1, 4 and 16 jobs flooding at once (bench.flood_clock: lines carrying their print
    time, printed as fast as the job can, from one shared start time; a fixed total of
    200,000 lines split evenly among the jobs, so that the throughput curve is comparable),
@@ -111,10 +116,13 @@ def database_url(database: str, run_dir: Path) -> str:
 
 
 SETTINGS = "tests.bench.stream_settings"
+#: A server's environment for reading the runs of other processes every POLL_INTERVAL only
+#: (on PostgreSQL it otherwise hears of their changes by NOTIFY).
+POLL_ONLY = {"RUNLOG_NOTIFY": "0"}
 #: The idle section: time for its viewers to settle after their first bytes (replay, subscribe)
 #: before the window, and the least time kept between the window and the job's next line.
 IDLE_SETTLE = 0.5
-IDLE_MARGIN = 0.5
+IDLE_MARGIN = 2.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -133,6 +141,8 @@ class Sizes:
     #: silent job and connecting its viewers (the job stays silent for both).
     idle_window: float = 30.0
     idle_allowance: float = 5.0
+    #: Silent runs in runjob processes that the idle section's viewers share.
+    idle_runs: int = 4
     growth_jobs: tuple[int, ...] = (1, 4, 16)
     #: The growth section's lines in all, split evenly among the jobs of each case.
     growth_lines: int = 200_000
@@ -152,6 +162,7 @@ QUICK = Sizes(
     repeat=1,
     idle_window=1.0,
     idle_allowance=1.0,
+    idle_runs=2,
     growth_jobs=(1, 2),
     growth_lines=4_000,
     growth_allowance=1.0,
@@ -176,6 +187,7 @@ def main() -> None:
     parser.add_argument("--viewers", type=int)
     parser.add_argument("--repeat", type=int)
     parser.add_argument("--replay-lines", type=int)
+    parser.add_argument("--idle-runs", type=int, help="silent runs in runjob processes that the idle viewers share")
     parser.add_argument("--profile", help="record py-spy profiles of the server workers into this directory")
     parser.add_argument("--py-spy", default=None, help="path of py-spy (default: on PATH or /tmp/bench_stream/tools)")
     parser.add_argument(
@@ -219,7 +231,7 @@ def run_children(args: argparse.Namespace, tree: Path, results: dict[str, Any]) 
         for name in ("quick",):
             if getattr(args, name):
                 command.append(f"--{name}")
-        for name in ("sections", "configs", "viewers", "repeat", "replay_lines", "profile", "py_spy"):
+        for name in ("sections", "configs", "viewers", "repeat", "replay_lines", "idle_runs", "profile", "py_spy"):
             value = getattr(args, name)
             if value is not None:
                 command += [f"--{name.replace('_', '-')}", str(value)]
@@ -285,6 +297,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         changes["repeat"] = args.repeat
     if args.replay_lines:
         changes["replay_lines"] = args.replay_lines
+    if args.idle_runs:
+        changes["idle_runs"] = args.idle_runs
     return Sizes(**{**sizes.__dict__, **changes})
 
 
@@ -417,6 +431,10 @@ class Server:
         self.config = config
         self.port = _free_port()
         self.log_path = RUN_DIR / f"gunicorn-{label}.log"
+        #: On PostgreSQL, the application_name of the server's sessions (ServerQueries counts them).
+        self.application_name = f"runlog-bench-{os.getpid()}-{label}"
+        if not database_url.startswith("sqlite"):
+            database_url += f"?application_name={self.application_name}"
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -619,6 +637,51 @@ def launch_through_admin(port: int, cookie: str, name: str, params: dict[str, An
         connection.close()
 
 
+# --- Runs in another process ----------------------------------------------------------------------
+
+
+class Runjob:
+    """`manage.py runjob NAME key=value...` in a child process, standing in for a worker: the
+    run executes there, and a server's viewers get its lines through the database (the
+    server's listener and poller)."""
+
+    def __init__(self, database_url: str, secret_key: str, name: str, params: dict[str, Any]) -> None:
+        env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": SETTINGS,
+               "SECRET_KEY": secret_key, "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        self.log_path = RUN_DIR / f"runjob-{uuid.uuid4().hex[:8]}.log"
+        with self.log_path.open("wb") as errors:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "runjob", name, *(f"{key}={value}" for key, value in params.items())],
+                cwd=PROJECT_DIR, env=env, stdout=subprocess.PIPE, stderr=errors, text=True,
+            )  # fmt: skip
+        self._job_id: uuid.UUID | None = None
+
+    @property
+    def job_id(self) -> uuid.UUID:
+        """The run's id, from the permalink runjob prints first (it echoes the run's lines
+        after it: they are drained, so that its pipe never fills)."""
+        if self._job_id is None:
+            assert self.process.stdout is not None
+            match = re.search(r"/jobs/([0-9a-f-]{36})/", self.process.stdout.readline())
+            if match is None:
+                raise RuntimeError(f"runjob printed no permalink: {self.log_path.read_text(errors='replace')}")
+            self._job_id = uuid.UUID(match.group(1))
+            threading.Thread(target=self.process.stdout.read, daemon=True).start()
+        return self._job_id
+
+    def stop(self) -> None:
+        """Let runjob exit once its run has ended, or Ctrl-C it (which cancels the run);
+        kill it if it still does not exit."""
+        for signum in (None, signal.SIGINT, signal.SIGKILL):
+            if signum is not None:
+                self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=30)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
 # --- The client process ---------------------------------------------------------------------------
 
 
@@ -748,6 +811,47 @@ class ResourceSampler(threading.Thread):
         self.cores = self.cpu.stop()
 
 
+class ServerQueries(threading.Thread):
+    """PostgreSQL: the queries that a server's sessions start from now to stop(), seen by
+    sampling pg_stat_activity every 20 ms (by their application_name): each new query_start
+    of a session, and each new session, counts one. Queries less than 20 ms apart on one
+    session count once: a lower bound, exact for a poller reading every POLL_INTERVAL."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(daemon=True)
+        self.application_name = server.application_name
+        self.stopping = threading.Event()
+        self.known = self._sample()
+        self.seen: set[tuple[Any, ...]] = set()
+        self.started = time.monotonic()
+
+    def _sample(self) -> set[tuple[Any, ...]]:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid, backend_start, query_start FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = %s",
+                [self.application_name],
+            )
+            return set(cursor.fetchall())
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.stopping.wait(0.02):
+                self.seen |= self._sample()
+        finally:
+            connection.close()
+
+    def stop(self) -> float:
+        """Queries per second since the start."""
+        self.stopping.set()
+        self.join()
+        return len(self.seen - self.known) / (time.monotonic() - self.started)
+
+
 # --- Statistics -----------------------------------------------------------------------------------
 
 
@@ -788,6 +892,8 @@ class Bench:
     #: The current section's figures so far, and how to save them (set by run_database).
     partial: dict[str, Any] = field(default_factory=dict)
     save: Callable[[], None] = lambda: None
+    #: The runjob processes of the current section.
+    runjobs: list[Runjob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         from django.contrib.auth import get_user_model
@@ -817,10 +923,15 @@ class Bench:
     # --- 1. Latency -----------------------------------------------------------------------------
 
     def latency(self) -> dict[str, Any]:
+        """Each case once per round, --repeat rounds. The job in another process is a
+        runjob: on PostgreSQL its lines come by NOTIFY, and again (to compare) to a server
+        with RUNLOG_NOTIFY off, whose poller reads every POLL_INTERVAL; SQLite polls."""
         sizes = self.sizes
         params = {"n": sizes.latency_lines, "interval": sizes.latency_interval, "delay": 1.0}
-        runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "other_process": [], "loopback": []}
+        cases = ["in_process", "other_process", *(["other_process_poll"] if self.postgresql else []), "loopback"]
+        runs: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
         server = self.server(ServerConfig("gthread", 1, 16))
+        poll_server = self.server(ServerConfig("gthread", 1, 16), POLL_ONLY) if self.postgresql else None
         try:
             for index in range(sizes.repeat):
                 log(f"latency {index + 1}/{sizes.repeat}: loopback baseline")
@@ -828,12 +939,20 @@ class Bench:
                 log(f"latency {index + 1}/{sizes.repeat}: job in the serving process")
                 job_id = launch_through_admin(server.port, self.cookie, "bench.clock", params)
                 runs["in_process"].append(self._one_viewer(server, job_id))
-                log(f"latency {index + 1}/{sizes.repeat}: job in another process")
-                runs["other_process"].append(self._one_viewer(server, self._launch_here("bench.clock", params)))
+                log(f"latency {index + 1}/{sizes.repeat}: job in another process (runjob)")
+                runs["other_process"].append(self._one_viewer(server, self._runjob("bench.clock", params)))
+                if poll_server is not None:
+                    log(f"latency {index + 1}/{sizes.repeat}: job in another process, poll only")
+                    job_id = self._runjob("bench.clock", params)
+                    runs["other_process_poll"].append(self._one_viewer(poll_server, job_id))
         finally:
             server.stop()
+            if poll_server is not None:
+                poll_server.stop()
+            self._stop_runjobs()
         result: dict[str, Any] = {"server": str(server.config), "lines": sizes.latency_lines,
-                                  "interval": sizes.latency_interval, "repeat": sizes.repeat}  # fmt: skip
+                                  "interval": sizes.latency_interval, "repeat": sizes.repeat,
+                                  "other_process_by": "notify" if self.postgresql else "poll"}  # fmt: skip
         for case, case_runs in runs.items():
             result[case] = {
                 measure: _median_stats([run[measure] for run in case_runs])
@@ -844,10 +963,20 @@ class Bench:
             result[case]["excluded_replayed_lines"] = sum(run.get("excluded", 0) for run in case_runs)
         return result
 
-    def _launch_here(self, name: str, params: dict[str, Any]) -> uuid.UUID:
-        from jobs.launcher import launch
+    @property
+    def postgresql(self) -> bool:
+        return not self.url.startswith("sqlite")
 
-        return launch(name, **params).id
+    def _runjob(self, name: str, params: dict[str, Any]) -> uuid.UUID:
+        """Run `name` in a runjob of its own (stopped by _stop_runjobs); its run's id."""
+        runjob = Runjob(self.url, self.secret_key, name, params)
+        self.runjobs.append(runjob)
+        return runjob.job_id
+
+    def _stop_runjobs(self) -> None:
+        for runjob in self.runjobs:
+            runjob.stop()
+        self.runjobs.clear()
 
     def _one_viewer(self, server: Server, job_id: uuid.UUID) -> dict[str, Any]:
         client = Client(
@@ -1166,16 +1295,20 @@ class Bench:
     # --- 4. Idle --------------------------------------------------------------------------------------
 
     def idle(self) -> dict[str, Any]:
-        """Server CPU while VIEWERS viewers follow a running job that prints nothing: the job
-        in the serving process, then in this one; against the server's floor (the first job
-        running, no viewer yet) and the seed's get_nowait loop (last: it saturates the machine)."""
+        """Server CPU (and on PostgreSQL the database's transactions) while VIEWERS viewers
+        follow runs that print nothing: the run in the serving process; runs in runjob
+        processes (on PostgreSQL: with NOTIFY, then polling only); against the server's
+        floor (the runs going, no viewer yet) and the seed's get_nowait loop (last: it
+        saturates the machine)."""
         sizes = self.sizes
         window, allowance = sizes.idle_window, sizes.idle_allowance
         result = self.partial
-        result.update(viewers=sizes.viewers, window_s=window, job="bench.silent", cases={
+        result.update(viewers=sizes.viewers, runs=sizes.idle_runs, window_s=window, job="bench.silent", cases={
             "floor": "the job of in_process running, before its viewers connect: no viewer",
             "in_process": "job launched through the admin form: runs in a server worker",
-            "other_process": "job launched in the benchmark's process: the server's poller reads the database",
+            "other_process": "idle_runs runs, each in a runjob: on PostgreSQL the server hears of them by NOTIFY, "
+                             "on SQLite its poller reads them every POLL_INTERVAL; its floor: the same, no viewer",
+            "other_process_poll": "PostgreSQL: the same, to a server with RUNLOG_NOTIFY off (the poller reads)",
             "seed_baseline": "tests/bench/baseline_views.py: the seed's get_nowait loop, one thread per viewer",
         })  # fmt: skip
         server = self.server(ServerConfig.parse("default"))
@@ -1189,18 +1322,40 @@ class Bench:
             result["floor"] = self._cpu_window(server, window, "idle-floor")
             self.save()
             log(f"idle: {sizes.viewers} viewers, job in the serving process")
-            result["in_process"] = self._idle_viewers(server, job_id, silent_until, "idle-in-process")
+            result["in_process"] = self._idle_viewers(server, [job_id], silent_until, "idle-in-process")
             self.save()
-            log(f"idle: {sizes.viewers} viewers, job in another process (the server's poller)")
-            job_id = self._launch_here("bench.silent", {"seconds": allowance + IDLE_SETTLE + window + IDLE_MARGIN})
-            silent_until = self._silent_until(job_id)
-            result["other_process"] = self._idle_viewers(server, job_id, silent_until, "idle-other-process")
+            log(f"idle: {sizes.viewers} viewers of {sizes.idle_runs} runs in runjob processes")
+            result["other_process"] = self._idle_remote(server, "idle-other-process")
             self.save()
+            if self.postgresql:
+                log(f"idle: the same, to a server that polls ({POLL_ONLY})")
+                poll_server = self.server(ServerConfig.parse("default"), POLL_ONLY)
+                try:
+                    result["other_process_poll"] = self._idle_remote(poll_server, "idle-other-process-poll")
+                finally:
+                    poll_server.stop()
+                self.save()
             log(f"idle: baseline, {sizes.viewers} viewers of the seed's get_nowait loop")
             result["seed_baseline"] = self._idle_seed(server)
         finally:
             server.stop()
+            self._stop_runjobs()
         return result
+
+    def _idle_remote(self, server: Server, label: str) -> dict[str, Any]:
+        """idle_runs silent runs, each in a runjob: the server's floor with the runs going
+        and no viewer (their own supervisors' queries are in the database's), then VIEWERS
+        viewers spread over them."""
+        sizes = self.sizes
+        window, allowance = sizes.idle_window, sizes.idle_allowance
+        # Silent for starting the runjobs, the floor, connecting the viewers and their window.
+        params = {"seconds": allowance + window + allowance + IDLE_SETTLE + window + IDLE_MARGIN}
+        job_ids = [self._runjob("bench.silent", params) for _ in range(sizes.idle_runs)]
+        silent_until = min(self._silent_until(job_id) for job_id in job_ids)
+        floor = self._cpu_window(server, window, f"{label}-floor")
+        measured = self._idle_viewers(server, job_ids, silent_until, label)
+        self._stop_runjobs()
+        return {**measured, "floor": floor}
 
     def _silent_until(self, job_id: uuid.UUID) -> float:
         """When bench.silent `job_id` ends its silence (at the earliest), once it has printed
@@ -1220,10 +1375,14 @@ class Bench:
         """The server's CPU over the next `seconds`, as % of one core: per process, in all
         (profiled as `label` with --profile)."""
         started = time.time()
+        queries = ServerQueries(server) if self.postgresql else None
         resources = ResourceSampler(server)
         resources.start()
+        if queries is not None:
+            queries.start()
         profile = self._start_profile(server, label)
         time.sleep(seconds)
+        server_queries = queries.stop() if queries is not None else None
         self._stop_profile(profile)
         resources.stop()
         return {
@@ -1233,6 +1392,7 @@ class Bench:
             "cpu_pct": 100 * sum(resources.cores.values()),
             "cpu_pct_per_process": {str(pid): 100 * cores for pid, cores in resources.cores.items()},
             "connections_per_worker": {str(pid): count for pid, count in resources.peak_connections.items()},
+            "server_queries_per_s": server_queries,  # PostgreSQL only
         }
 
     def _viewers_window(
@@ -1277,18 +1437,23 @@ class Bench:
         )  # fmt: skip
         return measured, out
 
-    def _idle_viewers(self, server: Server, job_id: uuid.UUID, silent_until: float, label: str) -> dict[str, Any]:
+    def _idle_viewers(
+        self, server: Server, job_ids: list[uuid.UUID], silent_until: float, label: str
+    ) -> dict[str, Any]:
         from jobs.models import LogLine
 
-        paths = [f"/jobs/{job_id}/events"] * self.sizes.viewers
+        paths = [f"/jobs/{job_ids[index % len(job_ids)]}/events" for index in range(self.sizes.viewers)]
         measured, out = self._viewers_window(server, paths, silent_until, label)
-        expected = self._expected(job_id)
-        done_line = LogLine.objects.get(job_id=job_id, number=2)  # "Done": the silence's end
+        expected = {str(job_id): self._expected(job_id) for job_id in job_ids}
+        # "Done", line 2 of each run, ends its silence.
+        done_lines = LogLine.objects.filter(job_id__in=job_ids, number=2).values_list("created_at", flat=True)
         measured.update(
-            silent_during_window=done_line.created_at.timestamp() > measured["window_end"],
-            viewers_complete=sum(1 for stream in out["streams"] if _stream_complete(stream, expected)),
-            lines_expected=expected["lines"],
-            job_ran_in_worker=_worker_pid(expected),
+            silent_during_window=min(done.timestamp() for done in done_lines) > measured["window_end"],
+            viewers_complete=sum(
+                1 for stream in out["streams"] if _stream_complete(stream, expected[stream["path"].split("/")[2]])
+            ),
+            lines_expected=sum(item["lines"] for item in expected.values()),
+            job_ran_in_worker=_worker_pid(expected[str(job_ids[0])]),
         )
         return measured
 
@@ -1616,8 +1781,12 @@ def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
     latency = db.get("latency")
     if latency and "in_process" in latency:
         yield (f"1. latency, 1 viewer, 1 line / {latency['interval'] * 1000:g} ms, {latency['server']}", "")
+        yield ("   lines of another process come by", "NOTIFY" if latency["other_process_by"] == "notify" else "poll")
         for case, label in (("in_process", "(a) job in the serving process"),
-                            ("other_process", "(b) job in another process (poller)")):  # fmt: skip
+                            ("other_process", "(b) job in another process (runjob)"),
+                            ("other_process_poll", "(c) the same, server polling (NOTIFY off)")):  # fmt: skip
+            if case not in latency:
+                continue
             yield (f"   {label}: print -> client p50 / p99", _pair(latency[case]["print_to_arrival"]))
             yield (f"      {label[:3]} of which print -> t (flush) p50 / p99", _pair(latency[case]["print_to_t"]))
             yield (f"      {label[:3]} of which t -> client p50 / p99", _pair(latency[case]["t_to_arrival"]))
@@ -1718,20 +1887,29 @@ def _idle_rows(idle: dict[str, Any] | None) -> Iterator[tuple[str, str]]:
     if not idle or "server" not in idle:
         return
     viewers = idle["viewers"]
-    yield (f"4. idle: {viewers} viewers of a running job printing nothing, {idle['server']}", "")
+    yield (f"4. idle: {viewers} viewers of running jobs printing nothing, {idle['server']}", "")
     if "floor" in idle:
         yield ("   server CPU, % of one core (master + workers): job running, no viewer", _cpu_pct(idle["floor"]))
     for case, label in (("in_process", "(a) job in the serving process"),
-                        ("other_process", "(b) job in another process (poller)")):  # fmt: skip
+                        ("other_process", f"(b) {idle['runs']} jobs in runjob processes"),
+                        ("other_process_poll", "(c) the same, server polling (NOTIFY off)")):  # fmt: skip
         item = idle.get(case)
         if not item:
             continue
-        yield (f"   {label}: server CPU with {viewers} viewers", _cpu_pct(item, item["job_ran_in_worker"]))
-        silent = "" if item["silent_during_window"] else " (the job PRINTED during the window)"
-        yield (f"      {label[:3]} viewers with every line and done; connected in",
+        tag = label[:3]
+        # The runs of (a) are the server's own: its floor is the section's.
+        floor = item.get("floor", idle.get("floor"))
+        if "floor" in item:
+            yield (f"   {label}: server CPU, no viewer", _cpu_pct(floor))
+        yield (f"   {tag} server CPU with {viewers} viewers", _cpu_pct(item, item["job_ran_in_worker"]))
+        if item["server_queries_per_s"] is not None:
+            yield (f"      {tag} the server's database queries/s: no viewer; {viewers} viewers",
+                   f"{floor['server_queries_per_s']:.2f}; {item['server_queries_per_s']:.2f}")  # fmt: skip
+        silent = "" if item["silent_during_window"] else " (a job PRINTED during the window)"
+        yield (f"      {tag} viewers with every line and done; connected in",
                f"{item['viewers_complete']} / {viewers}; {item['connect_s']:.1f} s{silent}")  # fmt: skip
         beats = item["heartbeats_per_viewer"]
-        yield (f"      {label[:3]} heartbeats per viewer min-max; bytes per viewer; connected",
+        yield (f"      {tag} heartbeats per viewer min-max; bytes per viewer; connected",
                f"{beats['min']}-{beats['max']}; {item['bytes_per_viewer']:,.0f}; "
                f"{item['connected_s']:.0f} s")  # fmt: skip
     seed = idle.get("seed_baseline")

@@ -2,9 +2,10 @@
 project's production settings (config.settings, DEBUG off) plus this package as an app, so
 that its job module (tests/bench/jobs.py: the bench.* jobs) is discovered like any app's.
 
-Only three things differ from production: static files are served without a manifest (no
-collectstatic for a benchmark database), passwords hash fast, and the URLs add the idle
-section's baseline view (tests/bench/urls.py).
+Only these differ from production: static files are served without a manifest (no
+collectstatic for a benchmark database), passwords hash fast, the URLs add the idle
+section's baseline view (tests/bench/urls.py), and RUNLOG_NOTIFY comes from the
+environment, so that a server can be measured polling only.
 """
 
 import os
@@ -17,3 +18,4 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.bench"]  # noqa: F405
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ROOT_URLCONF = "tests.bench.urls"
+RUNLOG_NOTIFY = os.environ.get("RUNLOG_NOTIFY", "1") == "1"
