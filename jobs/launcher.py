@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import registry
+from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus
 from jobs.tasks import run_job, runs_in_this_process
 
@@ -76,11 +77,13 @@ def cancel_run(job_id: uuid.UUID, user: Requester | None = None) -> bool:
         if job is None:
             return False
         Job.objects.filter(pk=job_id).update(cancel_requested=True, cancelled_by=by)
-        if job.status == JobStatus.QUEUED:
+        queued = job.status == JobStatus.QUEUED
+        if queued:
             who = f"by {by.get_username()}" if by is not None else "on request"
             job.end_with_line(JobStatus.CANCELLED, "", f"Cancelled {who} before it started.")
-            return True
-    _stop_here(job_id, by)
+        announce(job_id, job.line_count)  # delivered when the transaction commits
+    if not queued:
+        _stop_here(job_id, by)
     return True
 
 

@@ -14,6 +14,7 @@ from jobs.conf import runlog_settings
 from jobs.logstore.dbretry import retrying
 from jobs.logstore.flusher import failure_note, flusher
 from jobs.logstore.hub import hub
+from jobs.logstore.notify import announce
 from jobs.logstore.writer import Channel
 from jobs.models import Job, JobStatus
 from jobs.running import capture
@@ -68,6 +69,7 @@ def _execute(job: Job, supervisor: Supervisor) -> Job:
         supervisor.end_later(job.id, status, error, note)
         raise
     job.refresh_from_db()
+    announce(job.id, job.line_count)
     return job
 
 

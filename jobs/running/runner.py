@@ -24,6 +24,7 @@ from typing import Any
 from jobs.conf import runlog_settings
 from jobs.logstore.dbretry import one_line
 from jobs.logstore.hub import hub
+from jobs.logstore.notify import announce
 from jobs.logstore.writer import LogWriter
 from jobs.models import Job, JobStatus
 from jobs.running import capture
@@ -72,6 +73,7 @@ class Runner:
             job.refresh_from_db()
             logger.warning("Job %s is %s, not queued: not running it again", job.id, job.status)
             return job
+        announce(job.id, job.line_count)
         return execute(job, self.supervisor)
 
     def run_queued(self, job_id: uuid.UUID) -> None:
@@ -187,6 +189,7 @@ def _end_stuck_run(job_id: uuid.UUID, writer: LogWriter, message: str) -> None:
     writer.close()  # stores every line written so far; later writes go to the process's stderr
     job = Job.objects.get(pk=job_id)
     job.finish(JobStatus.FAILED, message)
+    announce(job.id, job.line_count)
 
 
 _runner: Runner | None = None

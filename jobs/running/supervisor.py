@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.conf import runlog_settings
+from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus
 from jobs.retention import expired, parse_age, prune
 from jobs.running.control import CancelReason, JobContext
@@ -231,6 +232,7 @@ def end_run(
         ):
             return False
         job.end_with_line(status, reason, note or reason)
+        announce(job.id, job.line_count)
     logger.warning("Job %s ended %s: %s", job_id, status, reason)
     return True
 
