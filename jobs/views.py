@@ -26,6 +26,7 @@ from jobs.params import InvalidParameters
 
 #: Lines rendered with the page; earlier ones are fetched on demand (log.js) or read in log.txt.
 TAIL_LINES = 2000
+MILLISECOND = timedelta(milliseconds=1)
 #: Runs per page of the list.
 PAGE_SIZE = 50
 
@@ -93,6 +94,11 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "duration": format_duration(duration),
         "duration_seconds": None if duration is None else duration.total_seconds(),
         "lines": lines,
+        # The drawn lines' times, for log.js: the first one, then each as milliseconds after it.
+        "time_zero": lines[0].created_at.isoformat() if lines else "",
+        "time_offsets": ",".join(str(round((line.created_at - lines[0].created_at) / MILLISECOND)) for line in lines),
+        # log.js asks for lines in batches; ?batch=0 keeps one line per event (for comparison).
+        "batch_events": request.GET.get("batch") != "0",
         "before_tail": before_tail,
         "earlier_page": min(before_tail, TAIL_LINES),
         "last_rendered": last_rendered,

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.running.runner import start
-from tests.conftest import WAIT, LiveServer, missing_tool, wait_finished
+from tests.conftest import WAIT, LiveServer, missing_tool, running_run, wait_finished
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -107,6 +109,43 @@ def stored_lines(job: Job, count: int, stream: str = LogStream.STDOUT) -> None:
         LogLine(job=job, number=number, stream=stream, text=f"stored line {number}") for number in range(1, count + 1)
     )
     Job.objects.filter(pk=job.pk).update(line_count=count, status=JobStatus.SUCCEEDED)
+
+
+def write_lines(job: Job, texts: Sequence[str], *, streams: Sequence[str] = (), seconds: Sequence[float] = ()) -> None:
+    """Store `texts` as the next lines of `job` and count them, as its flusher would: line i
+    on stream `streams[i]` (stdout by default), written `seconds[i]` after the run started
+    (by default, when they are stored)."""
+    job.refresh_from_db()
+    first = job.line_count + 1
+    now = timezone.now()
+    LogLine.objects.bulk_create(
+        LogLine(
+            job=job,
+            number=first + index,
+            stream=streams[index] if streams else LogStream.STDOUT,
+            text=text,
+            created_at=job.started_at + timedelta(seconds=seconds[index]) if seconds else now,
+        )
+        for index, text in enumerate(texts)
+    )
+    Job.objects.filter(pk=job.pk).update(line_count=first + len(texts) - 1)
+
+
+def stored_run(texts: Sequence[str], **lines: Any) -> Job:
+    """A run that succeeded with `texts` as its log (see write_lines)."""
+    job = create_run("demo.count", {})
+    Job.objects.filter(pk=job.pk).update(started_at=START, status=JobStatus.RUNNING)
+    write_lines(job, texts, **lines)
+    end_run(job, JobStatus.SUCCEEDED)
+    return job
+
+
+def end_run(job: Job, status: str) -> None:
+    Job.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now())
+
+
+#: When stored runs started: line times are counted from here.
+START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_live_log_follows_a_run_to_its_end(page: Any, server: LiveServer) -> None:
@@ -297,3 +336,229 @@ def test_a_job_launched_from_the_admin_streams_live_on_its_page(
     assert page.inner_text("#L7 + .tx") == "Task #6"
     page.context.close()
     assert errors == []
+
+
+# --- What the log shows: colours, sections, times, markers -------------------------------------
+
+#: Bold red, a 256-colour and a 24-bit foreground, dim + italic + underline, a background,
+#: and escapes that are not styles (erase line, cursor up, a window title) to drop.
+ANSI_LINE = (
+    "\x1b[1;31mERROR\x1b[0m plain \x1b[38;5;208morange\x1b[39m \x1b[38;2;1;2;3mdeep\x1b[0m "
+    "\x1b[2;3;4mquiet\x1b[0m\x1b[2K\x1b[1A\x1b]0;window title\x07 \x1b[42mgreen\x1b[m"
+)
+
+
+def styles(page: Any, n: int) -> list[dict[str, str]]:
+    """The styled pieces of line n: text and computed style."""
+    return page.eval_on_selector(
+        f"#L{n} ~ .tx",
+        """tx => [...tx.querySelectorAll("span")].map((span) => {
+            const style = getComputedStyle(span);
+            return {text: span.textContent, color: style.color, weight: style.fontWeight,
+                    fontStyle: style.fontStyle, decoration: style.textDecorationLine,
+                    opacity: style.opacity, background: style.backgroundColor};
+        })""",
+    )
+
+
+def test_ansi_colours_and_styles_are_shown_live_and_replayed(page: Any, server: LiveServer) -> None:
+    job = queued("demo.echo", text=ANSI_LINE)
+    open_job(page, server, job)
+    begin(job)
+    expect(page.locator("#status-badge")).to_have_text("Succeeded")
+    for _ in range(2):  # live, then as the server draws it
+        assert page.inner_text("#L1 ~ .tx") == "ERROR plain orange deep quiet green"
+        by_text = {piece["text"]: piece for piece in styles(page, 1)}
+        assert set(by_text) == {"ERROR", "orange", "deep", "quiet", "green"}
+        assert (by_text["ERROR"]["color"], by_text["ERROR"]["weight"]) == ("rgb(255, 123, 114)", "700")
+        assert by_text["orange"]["color"] == "rgb(255, 135, 0)"  # 256-colour 208
+        assert by_text["deep"]["color"] == "rgb(1, 2, 3)"
+        quiet = by_text["quiet"]
+        assert (quiet["opacity"], quiet["fontStyle"], quiet["decoration"]) == ("0.6", "italic", "underline")
+        assert by_text["green"]["background"] == "rgb(35, 134, 54)"
+        page.reload()
+
+
+def test_sections_fold_and_unfold(page: Any, server: LiveServer) -> None:
+    texts = ["before", "::group::Build", "compiling", "::group::Inner", "inner line", "::endgroup::"]
+    texts += ["::endgroup::", "after"]
+    job = stored_run(texts, seconds=[0, 1, 2, 3, 4.5, 5, 65, 66])
+    open_job(page, server, job)
+    build, inner = page.locator("#L2").locator("xpath=.."), page.locator("#L4").locator("xpath=..")
+    expect(build.locator(".section-title")).to_have_text("Build")
+    expect(build.locator(".section-time")).to_have_text("1 min 04 s")
+    # Ended sections are folded; their ::endgroup:: lines are never shown.
+    expect(build.locator(".fold")).to_have_attribute("aria-expanded", "false")
+    for n in (3, 4, 5, 6, 7):
+        expect(page.locator(f"#L{n}")).to_be_hidden()
+    expect(page.locator("#L8")).to_be_visible()
+    build.locator(".fold").click()
+    expect(build.locator(".fold")).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#L3")).to_be_visible()
+    expect(inner.locator(".section-time")).to_have_text("2.0 s")
+    expect(page.locator("#L5")).to_be_hidden()  # the inner section is still folded
+    inner.locator(".fold").click()
+    expect(page.locator("#L5")).to_be_visible()
+    # Lines are indented by their depth.
+    depth = "el => getComputedStyle(el.parentElement.querySelector('.tx')).getPropertyValue('--depth') || '0'"
+    assert [page.eval_on_selector(f"#L{n}", depth) for n in (1, 2, 3, 4, 5, 8)] == ["0", "0", "1", "1", "2", "0"]
+    build.locator(".fold").click()
+    for n in (3, 4, 5):
+        expect(page.locator(f"#L{n}")).to_be_hidden()
+    # A permalink into a folded section opens it.
+    page.goto(f"{server.url}{job.get_absolute_url()}#L5")
+    expect(page.locator("#L5")).to_be_in_viewport()
+
+
+@pytest.mark.parametrize(("status", "open_at_end"), [(JobStatus.FAILED, True), (JobStatus.SUCCEEDED, False)])
+def test_a_section_is_open_while_it_runs_and_stays_open_if_the_run_fails(
+    page: Any, server: LiveServer, status: str, open_at_end: bool
+) -> None:
+    job = running_run()
+    open_job(page, server, job)
+    expect(page.locator("#live")).to_have_text("Live")
+    write_lines(job, ["::group::Setup", "step 1", "::endgroup::", "::group::Tests", "test a"])
+    expect(page.locator("#L5")).to_be_visible()
+    tests = page.locator("#L4").locator("xpath=..")
+    expect(tests).to_have_class(re.compile(r"\bsection-open\b"))
+    expect(page.locator("#L2")).to_be_hidden()  # Setup has ended
+    end_run(job, status)
+    expect(page.locator("#status-badge")).to_have_text(status.capitalize())
+    expect(tests.locator(".fold")).to_have_attribute("aria-expanded", str(open_at_end).lower())
+    expect(page.locator("#L5")).to_be_visible() if open_at_end else expect(page.locator("#L5")).to_be_hidden()
+
+
+def test_timestamps_show_local_time_or_time_since_the_start(
+    browser: Any, server: LiveServer, session_cookie: str
+) -> None:
+    errors: list[str] = []
+    page = new_page(browser, server, session_cookie, errors, timezone_id="Asia/Tokyo")
+    job = stored_run(["first", "second"], seconds=[1.5, 65.25])
+    open_job(page, server, job)
+    expect(page.locator("#log .ts")).to_have_count(0)
+    page.select_option("#time-mode", "local")
+    assert page.locator("#log .ts").all_inner_texts() == ["12:04:06.500", "12:05:10.250"]  # UTC+9
+    page.select_option("#time-mode", "elapsed")
+    assert page.locator("#log .ts").all_inner_texts() == ["+0:01.500", "+1:05.250"]
+    assert page.inner_text("#L2 ~ .tx") == "second"
+    page.reload()  # the choice is remembered
+    expect(page.locator("#time-mode")).to_have_value("elapsed")
+    assert page.locator("#log .ts").all_inner_texts() == ["+0:01.500", "+1:05.250"]
+    page.select_option("#time-mode", "off")
+    expect(page.locator("#log .ts")).to_have_count(0)
+    page.context.close()
+    assert errors == []
+
+
+def test_stderr_has_a_marker_and_logging_records_a_colour_per_level(page: Any, server: LiveServer) -> None:
+    texts = ["out", "err", "INFO demo: fine", "WARNING demo: careful", "ERROR demo: broken"]
+    streams = [LogStream.STDOUT, LogStream.STDERR, LogStream.LOG, LogStream.LOG, LogStream.LOG]
+    job = stored_run(texts, streams=streams)
+    open_job(page, server, job)
+    marker = "el => getComputedStyle(el.parentElement, '::before').content"
+    assert "stderr" in page.eval_on_selector("#L2", marker)
+    assert "stderr" not in page.eval_on_selector("#L1", marker)
+    color = "el => getComputedStyle(el.parentElement.querySelector('.tx')).color"
+    assert [page.eval_on_selector(f"#L{n}", color) for n in (3, 4, 5)] == [
+        "rgb(121, 192, 255)",
+        "rgb(227, 179, 65)",
+        "rgb(255, 123, 114)",
+    ]
+
+
+def test_hostile_output_stays_text_with_ansi_on(page: Any, server: LiveServer) -> None:
+    job = running_run()
+    open_job(page, server, job)
+    expect(page.locator("#live")).to_have_text("Live")
+    texts = [
+        '\x1b[31m<img src=x onerror="window.pwned=1">\x1b[0m',
+        "\x1b]8;;javascript:window.pwned=2\x1b\\click me\x1b]8;;\x1b\\",
+        "::group::<script>window.pwned=3</script>\x1b[1mbold title\x1b[0m",
+        '\x1b[38;2;0;0;0;"><img src=x onerror="window.pwned=4">m styled? \x1b[0m',
+        "::endgroup::",
+    ]
+    shown = [
+        '<img src=x onerror="window.pwned=1">',
+        "click me",
+        "<script>window.pwned=3</script>bold title",
+        '><img src=x onerror="window.pwned=4">m styled? ',  # the quote ended the escape
+    ]
+    write_lines(job, texts)
+    page.select_option("#time-mode", "local")
+    end_run(job, JobStatus.FAILED)
+    expect(page.locator("#status-badge")).to_have_text("Failed")
+    page.click("#L3 ~ .tx .fold")
+    for _ in range(2):  # live, then as the server draws it
+        expect(page.locator("#L4")).to_be_visible()
+        texts_shown = [page.inner_text(f"#L{n} ~ .tx") for n in (1, 2, 4)]
+        assert texts_shown == [shown[0], shown[1], shown[3]]
+        assert page.inner_text("#L3 ~ .tx .section-title") == shown[2]
+        assert page.locator("#log img, #log script, #log [onerror], #log [style*=url]").count() == 0
+        assert page.locator("#log a").count() == page.locator("#log a.ln").count()
+        assert page.evaluate("window.pwned") is None
+        page.reload()
+        page.click("#L3 ~ .tx .fold")
+
+
+def test_earlier_lines_count_lines_never_drawn(page: Any, server: LiveServer) -> None:
+    """A page that starts empty and gets more lines at once than it keeps counts the ones
+    it never drew as earlier lines, and can load every one of them."""
+    job = running_run()
+    open_job(page, server, job)
+    expect(page.locator("#live")).to_have_text("Live")
+    write_lines(job, [f"line {n}" for n in range(1, 8001)])
+    expect(page.locator("#L8000")).to_be_attached()
+    numbers = shown_numbers(page)
+    assert numbers == list(range(numbers[0], 8001))
+    assert numbers[0] > 1
+    expect(page.locator("#earlier-text")).to_have_text(f"{numbers[0] - 1} earlier lines not shown.")
+    page.eval_on_selector("#log-scroll", "el => { el.scrollTop = 0; }")
+    while page.locator("#earlier-button").is_visible():
+        page.click("#earlier-button")
+        expect(page.locator("#earlier-button")).to_be_enabled()
+    assert shown_numbers(page) == list(range(1, 8001))
+
+
+def test_the_line_count_follows_the_lines(page: Any, server: LiveServer) -> None:
+    job = running_run()
+    open_job(page, server, job)
+    expect(page.locator("#live")).to_have_text("Live")
+    for count in (3, 11):
+        write_lines(job, [f"line {n}" for n in range(count - 2, count + 1)] if count == 3 else ["x"] * 8)
+        expect(page.locator(f"#L{count}")).to_be_attached()
+        expect(page.locator("#line-count")).to_have_text(str(count))
+
+
+# --- Layout and reading comfort --------------------------------------------------------------
+
+
+def test_the_log_fits_the_viewport_with_one_scroll_bar(page: Any, server: LiveServer) -> None:
+    job = create_run("demo.count", {})
+    stored_lines(job, 2500)
+    open_job(page, server, job)
+    page_scrolls = "() => document.scrollingElement.scrollHeight > innerHeight"
+    assert not page.evaluate(page_scrolls)
+    assert page.eval_on_selector("#log-scroll", "el => el.scrollHeight > el.clientHeight")
+    page.eval_on_selector("#log-scroll", "el => { el.scrollTop = 0; }")
+    expect(page.locator("#follow")).to_be_in_viewport(ratio=1)
+    # A short log is as tall as its lines: no empty console under them.
+    short = create_run("demo.count", {})
+    stored_lines(short, 3)
+    open_job(page, server, short)
+    assert not page.evaluate(page_scrolls)
+    assert page.eval_on_selector("#log-scroll", "el => el.scrollHeight - el.clientHeight") == 0
+    assert page.eval_on_selector("#log-scroll", "el => el.clientHeight") < 150
+
+
+def test_wrap_toggle_is_remembered(page: Any, server: LiveServer) -> None:
+    job = stored_run(["word " * 400, "short"])
+    open_job(page, server, job)
+    height = "el => el.parentElement.getBoundingClientRect().height"
+    one_line = page.eval_on_selector("#L2", height)
+    assert page.eval_on_selector("#L1", height) > 3 * one_line
+    page.uncheck("#wrap")
+    assert page.eval_on_selector("#L1", height) == one_line
+    assert page.eval_on_selector("#log-scroll", "el => el.scrollWidth > el.clientWidth")
+    page.reload()
+    expect(page.locator("#wrap")).not_to_be_checked()
+    assert page.eval_on_selector("#L1", height) == one_line
