@@ -1,11 +1,12 @@
 """Runlog: run registered jobs and keep every line they write.
 
-    from jobs import job, run_command
+    from jobs import job, run_command, section
 
     @job("reports.rebuild", title="Rebuild reports")
     def rebuild(year: int, dry_run: bool = False):
         print("starting")
-        run_command(["pg_dump", "..."])
+        with section("Dump"):
+            run_command(["pg_dump", "..."])
 
 Import what you need from here; the submodules are internals.
 """
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.params import InvalidParameters
 from jobs.registry import UnknownJob, job
-from jobs.running.control import JobCancelled, checkpoint, progress, sleep
+from jobs.running.control import JobCancelled, checkpoint, progress, section, sleep
 from jobs.running.processes import run_command
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ __all__ = [
     "launch",
     "progress",
     "run_command",
+    "section",
     "sleep",
 ]
 

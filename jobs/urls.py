@@ -15,6 +15,7 @@ urlpatterns = [
     path("<uuid:job_id>/log.txt", endpoints.log_text, name="log_text"),
     path("<uuid:job_id>/events", endpoints.log_events, name="events"),
     path("<uuid:job_id>/lines", endpoints.log_lines, name="lines"),
+    path("<uuid:job_id>/search", endpoints.search_log, name="search"),
     path("<uuid:job_id>/status", endpoints.job_status, name="status"),
     path("<uuid:job_id>/cancel", endpoints.cancel_job, name="cancel"),
 ]

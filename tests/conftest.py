@@ -39,6 +39,7 @@ RUN_URLS = [
     ("get", "/jobs/{}/log.txt"),
     ("get", "/jobs/{}/events"),
     ("get", "/jobs/{}/lines"),
+    ("get", "/jobs/{}/search?q=line"),
     ("get", "/jobs/{}/status"),
     ("post", "/jobs/{}/cancel"),
     ("post", "/jobs/{}/rerun"),

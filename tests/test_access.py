@@ -2,7 +2,7 @@
 
 The expected answer of each cell is written out in MATRIX below, derived from DESIGN.md
 ("Permissions"): the pages redirect anonymous users and users without `jobs.view_job` to
-the login; log.txt, events, lines and status answer them 403 (their callers are
+the login; log.txt, events, lines, search and status answer them 403 (their callers are
 EventSource, fetch() and scripts, which cannot follow a login page); launching needs
 `jobs.add_job`; cancel and re-run need `jobs.change_job`. The admin behaves as Django's
 admin does: a user who is not staff is sent to the admin login whatever permissions they
@@ -74,6 +74,7 @@ MATRIX_ROWS: dict[str, tuple[Answer, ...]] = {
     "log.txt":              (403,      403,   200,      403,   200,       200,   200,    200),
     "events":               (403,      403,   200,      403,   200,       200,   200,    200),
     "lines":                (403,      403,   200,      403,   200,       200,   200,    200),
+    "search":               (403,      403,   200,      403,   200,       200,   200,    200),
     "status":               (403,      403,   200,      403,   200,       200,   200,    200),
     "POST cancel":          (403,      403,   403,      403,   403,       403,   302,    302),
     "POST rerun":           (403,      403,   403,      403,   403,       403,   302,    302),
@@ -171,6 +172,7 @@ REQUESTS: dict[str, Request] = {
     "log.txt": Request("get", lambda runs: reverse("jobs:log_text", args=[runs.finished.pk])),
     "events": Request("get", lambda runs: reverse("jobs:events", args=[runs.finished.pk])),
     "lines": Request("get", lambda runs: reverse("jobs:lines", args=[runs.finished.pk])),
+    "search": Request("get", lambda runs: reverse("jobs:search", args=[runs.finished.pk]) + "?q=line"),
     "status": Request("get", lambda runs: reverse("jobs:status", args=[runs.finished.pk])),
     "POST cancel": Request("post", lambda runs: reverse("jobs:cancel", args=[runs.running.pk]), effect=cancelling),
     "POST rerun": Request("post", lambda runs: reverse("jobs:rerun", args=[runs.finished.pk]), effect=one_more_run),

@@ -51,13 +51,23 @@ def lines_of(job: Job) -> list[tuple[str, str]]:
     return list(LogLine.objects.filter(job=job).order_by("number").values_list("stream", "text"))
 
 
+class ProcessStream(io.TextIOWrapper):
+    """A text stream over bytes in memory, with a `buffer`, as the process's real stdout."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", write_through=True)
+
+    def getvalue(self) -> str:
+        return self.buffer.getvalue().decode()  # type: ignore[attr-defined]
+
+
 @contextmanager
-def process_stdout() -> Iterator[io.StringIO]:
+def process_stdout() -> Iterator[ProcessStream]:
     """Stand in for the process's real stdout: capture wraps this instead, so the test sees
     exactly what threads that run no job write. Used inside the test body, because pytest
     puts its own sys.stdout back between a fixture's setup and the test."""
     saved_stream, saved_original = sys.stdout, capture._originals["stdout"]
-    fake = io.StringIO()
+    fake = ProcessStream()
     sys.stdout = fake
     try:
         capture.install()
@@ -179,6 +189,32 @@ def bytes_job() -> None:
     print("after")
 
 
+@job("capture_tests.binary")
+def binary_job() -> None:
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    print("text first")
+    out.write(b"bytes line\n")
+    out.write(b"caf")
+    out.write(b"\xc3")  # the first byte of the two of "é"...
+    out.flush()
+    out.write(b"\xa9 split\n")  # ...and the second
+    out.write(bytearray(b"bad \xff\xfe bytes\n"))
+    out.write(memoryview(b"one line "))
+    print("ends as text")
+    err.write(b"to stderr\n")
+    wrapped = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    wrapped.write("through a TextIOWrapper\n")
+    wrapped.detach()  # closing the wrapper would close the job's stream
+    try:
+        out.write("text")  # type: ignore[arg-type]
+    except TypeError:
+        print("TypeError for str, as from a real buffer")
+    thread = threading.Thread(target=lambda: sys.stdout.buffer.write("from a thread ✓\n".encode()))
+    thread.start()
+    thread.join()
+    out.write(b"incomplete \xe2\x82")  # the job ends in the middle of a character
+
+
 THREAD_LINES = 100
 
 
@@ -226,6 +262,25 @@ def test_print_stdout_and_stderr_are_stored_in_order_and_tagged() -> None:
     ]
     assert_contiguous(run)
     assert run.line_count == 9
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bytes_written_to_the_buffers_are_decoded_into_the_log() -> None:
+    run = run_now("capture_tests.binary")
+    assert run.status == JobStatus.SUCCEEDED, run.error
+    assert lines_of(run) == [
+        (LogStream.STDOUT, "text first"),
+        (LogStream.STDOUT, "bytes line"),
+        (LogStream.STDOUT, "café split"),
+        (LogStream.STDOUT, "bad \ufffd\ufffd bytes"),
+        (LogStream.STDOUT, "one line ends as text"),
+        (LogStream.STDERR, "to stderr"),
+        (LogStream.STDOUT, "through a TextIOWrapper"),
+        (LogStream.STDOUT, "TypeError for str, as from a real buffer"),
+        (LogStream.STDOUT, "from a thread ✓"),
+        (LogStream.STDOUT, "incomplete \ufffd"),
+    ]
+    assert_contiguous(run)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -325,6 +380,11 @@ def test_a_thread_running_no_job_writes_to_the_process_not_to_the_running_job() 
             outsider.start()
             outsider.join()
             print("test thread line")
+            assert sys.stdout.buffer is process_output.buffer
+            sys.stdout.buffer.write(b"test thread bytes\n")
+            outsider = threading.Thread(target=lambda: sys.stdout.buffer.write(b"outsider bytes\n"))
+            outsider.start()
+            outsider.join()
         finally:
             _event(f"{token}-release").set()
         wait_finished(run)
@@ -335,7 +395,7 @@ def test_a_thread_running_no_job_writes_to_the_process_not_to_the_running_job() 
         "line from the waiting job",
         "released",
     ]
-    assert process_output.getvalue() == "outsider line\ntest thread line\n"
+    assert process_output.getvalue() == "outsider line\ntest thread line\ntest thread bytes\noutsider bytes\n"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -343,8 +403,9 @@ def test_the_thread_that_ran_a_job_writes_to_the_process_again_afterwards() -> N
     with process_stdout() as process_output:
         run = run_now("demo.echo", text="inside the job")
         print("after the job")
+        sys.stdout.buffer.write(b"bytes after the job\n")
     assert log_texts(run) == ["inside the job"]
-    assert process_output.getvalue() == "after the job\n"
+    assert process_output.getvalue() == "after the job\nbytes after the job\n"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,17 +8,19 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
-from django.test import AsyncClient, Client
+from django.test import AsyncClient, Client, override_settings
 from django.utils import timezone
 
 from jobs.launcher import launch
 from jobs.logstore.hub import hub
 from jobs.models import Job, JobStatus, LogLine
+from jobs.streaming import formats
 from jobs.streaming.follow import Done, Lines, Status, events
 from tests.conftest import running_run, store_lines, wait_finished, wait_for
 
@@ -184,6 +186,102 @@ def test_unknown_and_malformed_ids_answer_404(client: Client) -> None:
     assert client.post(f"/jobs/{uuid.uuid4()}/cancel").status_code == 404
 
 
+# --- events?batch=1 ------------------------------------------------------------------------------
+
+
+def batched_lines(parsed: Events) -> list[tuple[int, list[dict[str, Any]]]]:
+    """(id, line objects) of each `lines` event; and no line is sent as a one-line event."""
+    assert not [kind for kind, _, _ in parsed if kind == "message"]
+    return [(int(event_id or 0), json.loads(data)) for kind, data, event_id in parsed if kind == "lines"]
+
+
+def test_batch_mode_sends_the_same_line_objects_in_events_of_at_most_1000_lines(client: Client) -> None:
+    job = finished_run([f"line {n} <b>é</b>" for n in range(1, 2501)])
+    _, one_per_line = parse_sse(streamed(client.get(f"/jobs/{job.id}/events")))
+    response = client.get(f"/jobs/{job.id}/events?batch=1")
+    assert response["Content-Type"] == "text/event-stream; charset=utf-8"
+    body = streamed(response)
+    assert body.startswith(b"retry: 2000\n\n")
+    _, parsed = parse_sse(body)
+    assert [kind for kind, _, _ in parsed] == ["status", "lines", "lines", "lines", "done"]
+    batches = batched_lines(parsed)
+    assert [(event_id, len(lines)) for event_id, lines in batches] == [(1000, 1000), (2000, 1000), (2500, 500)]
+    assert [line for _, lines in batches for line in lines] == [
+        json.loads(data) for kind, data, _ in one_per_line if kind == "message"
+    ]
+    assert [event for event in parsed if event[0] != "lines"] == [
+        event for event in one_per_line if event[0] != "message"
+    ]
+
+
+def test_a_live_batch_of_more_than_1000_lines_is_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(formats, "BATCH_LINES", 3)
+    rows = [(n, "stdout", timezone.now(), f"line {n}") for n in range(1, 8)]
+    _, parsed = parse_sse(formats.sse_batched(Lines(rows)))
+    assert [(event_id, [line["n"] for line in lines]) for event_id, lines in batched_lines(parsed)] == [
+        (3, [1, 2, 3]),
+        (6, [4, 5, 6]),
+        (7, [7]),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "header"), [("?batch=1", {"HTTP_LAST_EVENT_ID": "1000"}), ("?batch=1&offset=1000", {})]
+)
+def test_batch_mode_resumes_after_the_last_event_id_or_offset(
+    client: Client, query: str, header: dict[str, str]
+) -> None:
+    job = finished_run([f"line {n}" for n in range(1, 2501)])
+    _, parsed = parse_sse(streamed(client.get(f"/jobs/{job.id}/events{query}", **header)))
+    batches = batched_lines(parsed)
+    assert [event_id for event_id, _ in batches] == [2000, 2500]
+    assert [line["n"] for _, lines in batches for line in lines] == list(range(1001, 2501))
+    assert client.get(f"/jobs/{job.id}/events?batch=1", HTTP_LAST_EVENT_ID="2500").status_code == 204
+    assert client.get(f"/jobs/{job.id}/events?batch=2").status_code == 400
+
+
+def test_batch_mode_resumes_a_running_run_exactly_once(client: Client) -> None:
+    """A viewer reads the replay and part of the live tail, goes away, lines are stored
+    meanwhile, and it comes back with its last event id: every line once, in order."""
+    job = running_run()
+    store_lines(job, 1, 2500)
+    received: list[int] = []
+
+    def take(chunks: Iterator[bytes], until: int) -> str | None:
+        """Read events until line `until`, or to the end; the last id received."""
+        last_id = None
+        for chunk in chunks:
+            _, parsed = parse_sse(chunk)
+            for event_id, lines in batched_lines(parsed):
+                received.extend(line["n"] for line in lines)
+                last_id = str(event_id)
+            if received and received[-1] >= until or any(kind == "done" for kind, _, _ in parsed):
+                break
+        return last_id
+
+    first = client.get(f"/jobs/{job.id}/events?batch=1")
+    first_chunks = iter(first.streaming_content)
+    take(first_chunks, 2500)  # the replay
+    store_lines(job, 2501, 2800)
+    last_id = take(first_chunks, 2800)  # live, through the poller
+    first.close()  # the client goes away
+    assert received == list(range(1, 2801)) and last_id == "2800"
+    store_lines(job, 2801, 3000)  # stored while nobody watches
+
+    second = client.get(f"/jobs/{job.id}/events?batch=1", HTTP_LAST_EVENT_ID=last_id)
+    second_chunks = iter(second.streaming_content)
+    try:
+        take(second_chunks, 3000)
+        store_lines(job, 3001, 4200)
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
+        take(second_chunks, 4200)
+        take(second_chunks, 4201)  # to `done`
+    finally:
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED)
+        second.close()
+    assert received == list(range(1, 4201))
+
+
 # --- log.txt, lines, status ---------------------------------------------------------------------
 
 
@@ -197,6 +295,41 @@ def test_log_txt_is_every_stored_line_after_the_offset(client: Client) -> None:
     assert streamed(client.get(f"/jobs/{job.id}/log.txt?offset=2")) == b"third\n"
     assert streamed(client.get(f"/jobs/{job.id}/log.txt?offset=3")) == b""
     assert streamed(client.get(f"/jobs/{job.id}/log.txt?offset=3000000000")) == b""
+
+
+def test_log_txt_download_is_the_whole_log_as_a_file_named_after_the_run_and_its_date(client: Client) -> None:
+    job = finished_run(["first", "second"])
+    created = datetime(2026, 11, 21, 20, 34, 7, 58810, tzinfo=UTC)
+    Job.objects.filter(pk=job.pk).update(name="demo.count", created_at=created)
+    response = client.get(f"/jobs/{job.id}/log.txt?download=1")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="demo.count-20261121-203407.log"'
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    assert streamed(response) == b"first\nsecond\n"
+    assert not client.get(f"/jobs/{job.id}/log.txt").has_header("Content-Disposition")
+    assert client.get(f"/jobs/{job.id}/log.txt?download=maybe").status_code == 400
+    with override_settings(TIME_ZONE="Europe/Paris"):  # the server's time zone, as on its pages
+        assert (
+            'filename="demo.count-20261121-213407.log"'
+            in client.get(f"/jobs/{job.id}/log.txt?download=1")["Content-Disposition"]
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "file_name"),
+    [
+        ("reports.rebuild", "reports.rebuild"),
+        ('a b/c\\d:"e";f\r\ng', "a_b_c_d_e_f_g"),
+        ("héllo wörld", "h_llo_w_rld"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("...", "job"),
+    ],
+)
+def test_the_download_name_keeps_safe_characters_only(client: Client, name: str, file_name: str) -> None:
+    job = finished_run(["x"])
+    Job.objects.filter(pk=job.pk).update(name=name, created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    disposition = client.get(f"/jobs/{job.id}/log.txt?download=1")["Content-Disposition"]
+    assert disposition == f'attachment; filename="{file_name}-20260102-030405.log"'
 
 
 def test_log_txt_follow_streams_a_running_job_to_its_end(client: Client) -> None:

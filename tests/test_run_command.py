@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 import jobs
 from jobs import demo, job, run_command
 from jobs.models import Job, JobStatus, LogLine, LogStream
+from jobs.running.runner import get_runner
 from tests.conftest import assert_contiguous, log_texts, run_now, wait_finished, wait_for
 
 #: Upper bound on any wait in these tests, so that a broken product fails a test instead
@@ -50,6 +52,11 @@ def run_command_now(args: list[str], **options: object) -> Job:
 
 def echo_line(args: list[str]) -> str:
     return f"$ {shlex.join(args)}"
+
+
+def ending(args: list[str], how: str) -> re.Pattern[str]:
+    """The system line that ends a command's output, whatever its duration."""
+    return re.compile(re.escape(f"Command {args} {how} in ") + r"\d+\.\d s\.")
 
 
 def python_script(tmp_path: Path, source: str) -> str:
@@ -96,13 +103,16 @@ def test_demo_command_stores_the_command_line_and_the_childs_stdout_and_stderr()
     run = run_now("demo.command", seconds=2)
     assert run.status == JobStatus.SUCCEEDED, run.error
     texts = log_texts(run)
-    command_line = echo_line([sys.executable, str(demo._CHILD), "2"])
-    assert texts[0] == command_line
-    assert log_texts(run, LogStream.SYSTEM) == [command_line]
+    args = [sys.executable, str(demo._CHILD), "2"]
+    assert texts[0] == echo_line(args)
+    command_line, end_line = log_texts(run, LogStream.SYSTEM)
+    assert command_line == echo_line(args)
+    assert ending(args, "exited with code 0").fullmatch(end_line)
+    assert texts[-1] == end_line  # after all of the child's output
     assert log_texts(run, LogStream.STDOUT) == ["child: second 1 of 2", "child: second 2 of 2"]
     assert log_texts(run, LogStream.STDERR) == ["child: starting", "child: done"]
     assert_contiguous(run)  # refreshes run
-    assert run.line_count == 5
+    assert run.line_count == 6
 
 
 @pytest.mark.django_db(transaction=True)
@@ -125,7 +135,10 @@ def test_a_childs_lines_are_stored_while_it_is_still_running(tmp_path: Path) -> 
     wait_finished(run)
 
     assert run.status == JobStatus.SUCCEEDED, run.error
-    assert log_texts(run) == [echo_line(args), "child is up", "child saw the file", "exit code 0"]
+    texts = log_texts(run)
+    assert texts[:3] == [echo_line(args), "child is up", "child saw the file"]
+    assert ending(args, "exited with code 0").fullmatch(texts[3])
+    assert texts[4:] == ["exit code 0"]
     assert_contiguous(run)
 
 
@@ -195,7 +208,35 @@ def test_the_exit_code_is_returned_and_a_failing_child_does_not_fail_the_job() -
     args = [sys.executable, "-c", "import sys; print('exiting'); sys.exit(3)"]
     run = run_command_now(args)
     assert run.status == JobStatus.SUCCEEDED, run.error
-    assert log_texts(run) == [echo_line(args), "exiting", "exit code 3"]
+    texts = log_texts(run)
+    assert texts[:2] == [echo_line(args), "exiting"]
+    assert ending(args, "exited with code 3").fullmatch(texts[2])
+    assert texts[3:] == ["exit code 3"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_child_killed_by_a_signal_ends_with_a_line_naming_it(signum: signal.Signals) -> None:
+    args = [sys.executable, "-c", f"import os; print('dying'); os.kill(os.getpid(), {int(signum)})"]
+    run = run_command_now(args)
+    assert run.status == JobStatus.SUCCEEDED, run.error
+    texts = log_texts(run)
+    assert texts[:2] == [echo_line(args), "dying"]
+    assert ending(args, f"was killed by {signum.name}").fullmatch(texts[2])
+    assert texts[3:] == [f"exit code {-signum}"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_child_killed_by_a_cancel_ends_with_a_line_naming_the_signal() -> None:
+    args = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(600)"]
+    run = launch_command(args)
+    wait_for(lambda: line_stored(run, "up"), "the child to start")
+    get_runner().cancel(run.id)
+    wait_finished(run)
+    assert run.status == JobStatus.CANCELLED
+    *_, end_line, cancelled = log_texts(run, LogStream.SYSTEM)
+    assert ending(args, "was killed by SIGTERM").fullmatch(end_line)
+    assert cancelled == "Cancelled on request."
 
 
 @pytest.mark.django_db(transaction=True)
@@ -205,6 +246,7 @@ def test_check_raises_called_process_error_which_fails_the_job() -> None:
     assert run.status == JobStatus.FAILED
     assert run.error == f"CalledProcessError: Command '{args}' returned non-zero exit status 3."
     assert log_texts(run, LogStream.STDOUT) == ["exiting"]  # the job's print after it never ran
+    assert ending(args, "exited with code 3").fullmatch(log_texts(run, LogStream.SYSTEM)[1])
     assert log_texts(run, LogStream.STDERR)[-1].startswith("subprocess.CalledProcessError: ")
     assert_contiguous(run)
 
@@ -254,6 +296,7 @@ def test_timeout_kills_the_child_and_its_grandchild_and_raises(tmp_path: Path) -
         assert log_texts(run)[:2] == [echo_line(args), "waiting for the grandchild"]
         assert log_texts(run, LogStream.STDERR)[-1].startswith("subprocess.TimeoutExpired: ")
         assert "exit code" not in " ".join(log_texts(run))
+        assert ending(args, "timed out after 2 s and was killed").fullmatch(log_texts(run, LogStream.SYSTEM)[-1])
         child_pid, grandchild_pid = (int(pid) for pid in pids.read_text().split())
         wait_for(lambda: not pid_running(child_pid), "the child is gone", timeout=10)
         wait_for(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)
@@ -286,5 +329,6 @@ def test_timeout_also_kills_a_grandchild_left_holding_the_output_after_the_child
     # Generous against the 1 s timeout; without it the run would take the grandchild's 600 s.
     with timed_out_run(args, pid_file, timeout=1, within=15) as run:
         assert log_texts(run)[:2] == [echo_line(args), "left a grandchild"]
+        assert ending(args, "timed out after 1 s and was killed").fullmatch(log_texts(run, LogStream.SYSTEM)[-1])
         grandchild_pid = int(pid_file.read_text())
         wait_for(lambda: not pid_running(grandchild_pid), "the grandchild is gone", timeout=10)

@@ -3,7 +3,9 @@
 sys.stdout and sys.stderr are replaced, once, by `StreamRouter`s. A router is a
 `threading.local`: its `write` attribute is resolved per thread at C speed. In a thread
 that runs no job it *is* the original stream's `write` (so such threads pay nothing); in
-a job's thread it is the job writer's `write_stdout`/`write_stderr`.
+a job's thread it is the job writer's `write_stdout`/`write_stderr`. Likewise its `buffer`
+is the original stream's buffer, or in a job's thread a `JobBinaryStream` that decodes the
+bytes written to it into the same log.
 
 Threads a job starts (threading.Thread, ThreadPoolExecutor workers created by the job)
 inherit its capture: `Thread.start` is wrapped to note the starting thread's job on the
@@ -13,12 +15,17 @@ new thread. Subprocesses write to file descriptors, not to sys.stdout; run them 
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import sys
 import threading
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from jobs.running.control import JobContext
+
+if TYPE_CHECKING:
+    from jobs.logstore.writer import Channel, LogWriter
 
 
 class _ThreadState(threading.local):
@@ -56,6 +63,9 @@ class StreamRouter(threading.local):
 
     def route(self, context: JobContext | None) -> None:
         """Send this thread's writes to the context's log, or to the original stream."""
+        binary = vars(self).pop("buffer", None)  # this thread's own attributes
+        if binary is not None:
+            binary.close()  # its last incomplete character, if any, as U+FFFD
         if context is None:
             self.write = self._original.write
             self.flush = self._original.flush
@@ -63,6 +73,7 @@ class StreamRouter(threading.local):
             writer = context.writer
             self.write = writer.write_stdout if self._name == "stdout" else writer.write_stderr
             self.flush = _nothing_to_flush
+            self.buffer = JobBinaryStream(writer, writer.stdout if self._name == "stdout" else writer.stderr)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -80,6 +91,45 @@ class StreamRouter(threading.local):
 
 def _nothing_to_flush() -> None:
     """The writer is always flushed by the flusher thread; flush() has nothing to do."""
+
+
+class JobBinaryStream(io.BufferedIOBase):
+    """sys.stdout.buffer or sys.stderr.buffer in a job's thread: bytes decoded as UTF-8 (bad
+    bytes as U+FFFD) into the job's stdout or stderr, which splits them into lines like text.
+    The decoder holds a character split across writes until its last byte comes; closing
+    the stream (when the thread's job ends) stores an incomplete one as U+FFFD."""
+
+    def __init__(self, writer: LogWriter, channel: Channel) -> None:
+        super().__init__()
+        self._writer = writer
+        self._channel = channel
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # A stream may be handed to other threads of the job: the decoder's state is shared.
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.closed:
+            raise ValueError("write to closed file")
+        if isinstance(data, str):
+            raise TypeError("a bytes-like object is required, not 'str'")
+        with memoryview(data) as view:  # a TypeError for what is not bytes-like, as a real buffer
+            size = view.nbytes
+            with self._lock:
+                text = self._decoder.decode(view.tobytes())
+        if text:
+            self._writer.write(self._channel, text)  # as text: cancel and backpressure apply
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            with self._lock:
+                tail = self._decoder.decode(b"", final=True)
+            if tail:
+                self._writer.write_forced(self._channel, tail)  # never interrupted: the job is ending
+        super().close()
 
 
 def install() -> None:

@@ -8,10 +8,13 @@ so that a job's own `except Exception:` does not swallow it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from jobs.conf import runlog_settings
@@ -146,3 +149,28 @@ def progress(done: float, total: float | None = None, message: str = "") -> None
     if context is not None:
         context.writer.set_progress(done, total, message)
         context.raise_if_cancelled()
+
+
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+
+
+@contextmanager
+def section(title: str) -> Iterator[None]:
+    """Show the block's output as a collapsible section named `title` on the job page: a
+    line `::group::<title>` before it and `::endgroup::` after it (GitHub Actions' markers),
+    also when the block raises; its exception goes on. A title is made one line."""
+    _write_marker(f"::group::{_LINE_BREAKS.sub(' ', str(title))}")
+    try:
+        yield
+    finally:
+        _write_marker("::endgroup::")
+
+
+def _write_marker(line: str) -> None:
+    """On the job's stdout, even while the job is being stopped (a print then raises
+    JobCancelled instead), so that a section always ends where its block did."""
+    context = current_context()
+    if context is None:
+        print(line)
+    else:
+        context.writer.write_forced(context.writer.stdout, line + "\n")

@@ -44,8 +44,9 @@ def run_command(
 
     With `check=True` a non-zero exit raises subprocess.CalledProcessError; after
     `timeout` seconds the child is killed and subprocess.TimeoutExpired is raised. With
-    `echo`, the command line is logged first as a system line ("$ ..."). Outside a job
-    the child simply inherits this process's stdout and stderr.
+    `echo`, the command line is logged first as a system line ("$ ..."), and how it ended
+    last (its exit code, the signal that killed it, or its timeout, and its duration).
+    Outside a job the child simply inherits this process's stdout and stderr.
     """
     child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     context = current_context()
@@ -64,12 +65,13 @@ def run_command(
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: cancel kills the whole tree
     )
+    started = time.monotonic()
     context.track_process(process)
     readers = [
         _start_reader(process.stdout, writer, Channel(LogStream.STDOUT)),
         _start_reader(process.stderr, writer, Channel(LogStream.STDERR)),
     ]
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else started + timeout
     try:
         returncode = process.wait(timeout=timeout)
         # The output is complete when the pipes close, which a grandchild may delay.
@@ -82,11 +84,31 @@ def run_command(
         process.wait()
         for reader in readers:
             reader.join(AFTER_KILL_GRACE)  # the pipes close once the whole group is dead
+        if echo:
+            writer.write_system(_ending(args, f"timed out after {timeout:g} s and was killed", started))
         raise
     finally:
         context.untrack_process(process)
+    if echo:
+        writer.write_system(_ending(args, _how_it_ended(returncode), started))
     context.raise_if_cancelled()
     return _finish(returncode, args, check)
+
+
+def _how_it_ended(returncode: int) -> str:
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}"
+
+
+def _ending(args: Command, how: str, started: float) -> str:
+    """The system line that ends a command's output, e.g. "Command ['ls', '-l'] exited with
+    code 0 in 0.2 s." (the command as CalledProcessError shows it)."""
+    return f"Command {[str(arg) for arg in args]} {how} in {time.monotonic() - started:.1f} s."
 
 
 def _finish(returncode: int, args: Command, check: bool) -> int:

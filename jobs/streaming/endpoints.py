@@ -1,5 +1,5 @@
 """The endpoints that serve runs to browsers and scripts: the raw log (log.txt), the live
-event stream (events), a range of lines (lines), the status (JSON) and cancel.
+event stream (events), a range of lines (lines), search, the status (JSON) and cancel.
 
 They answer 403, not a login redirect, to a user who may not see runs: their callers are
 EventSource, fetch() and scripts. Streams come from jobs.streaming.follow: a sync generator under
@@ -8,6 +8,7 @@ WSGI, an async one under ASGI (Django would buffer a sync one there).
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import uuid
@@ -27,11 +28,13 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs.models import Job, LogLine
 from jobs.running.runner import get_runner
-from jobs.streaming import formats
+from jobs.streaming import formats, search
 from jobs.streaming.follow import Event, ViewerDatabase, events, events_async
 
 #: The largest line number there can be (a PositiveIntegerField); an offset beyond it
@@ -55,7 +58,7 @@ def _requires(permission: str) -> Callable[[View], View]:
                 return HttpResponseForbidden(f"You need the {permission} permission.", content_type="text/plain")
             try:
                 return view(request, *args, **kwargs)
-            except BadInput as exc:
+            except (BadInput, search.SearchError) as exc:
                 return HttpResponseBadRequest(str(exc), content_type="text/plain; charset=utf-8")
 
         return checked
@@ -154,11 +157,24 @@ def _streaming_response(content: Iterable[Any], content_type: str) -> StreamingH
 @_requires("jobs.view_job")
 def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """The stored lines after `offset` as text/plain; with `follow=1`, then the live lines
-    until the run ends."""
-    after, follow = _offset(request), _flag(request, "follow")
+    until the run ends; with `download=1`, as a file to save."""
+    after, follow, download = _offset(request), _flag(request, "follow"), _flag(request, "download")
     job = get_object_or_404(Job, pk=job_id)
     content = _stream(request, job, after, follow and not job.is_finished, formats.plain_text)
-    return _streaming_response(content, "text/plain; charset=utf-8")
+    response = _streaming_response(content, "text/plain; charset=utf-8")
+    if download:
+        response["Content-Disposition"] = content_disposition_header(True, download_name(job))
+    return response
+
+
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def download_name(job: Job) -> str:
+    """`<job name>-<YYYYMMDD-HHMMSS>.log`, of letters, digits, ".", "_" and "-" only, so that
+    every browser and file system keeps it as it is."""
+    name = _UNSAFE_IN_FILE_NAMES.sub("_", job.name).strip("._") or "job"
+    return f"{name}-{timezone.localtime(job.created_at):%Y%m%d-%H%M%S}.log"
 
 
 @require_GET
@@ -166,13 +182,15 @@ def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @_requires("jobs.view_job")
 def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Server-Sent Events: the run's status, its lines after the offset, live lines,
-    progress and status changes, heartbeats, and `done` when it ends."""
+    progress and status changes, heartbeats, and `done` when it ends. With `batch=1`, lines
+    come as `lines` events of up to formats.BATCH_LINES lines each."""
     after = _offset(request, last_event_id=True)
+    encode = formats.sse_batched if _flag(request, "batch") else formats.sse
     job = get_object_or_404(Job, pk=job_id)
     if job.is_finished and after >= job.line_count:
         # The client has everything: 204 tells EventSource to stop reconnecting.
         return HttpResponse(status=204)
-    content = _stream(request, job, after, True, formats.sse)
+    content = _stream(request, job, after, True, encode)
     if isinstance(content, AsyncIterator):
         return _streaming_response(_prefixed_async(formats.sse_start(), content), "text/event-stream; charset=utf-8")
     return _streaming_response(_prefixed(formats.sse_start(), content), "text/event-stream; charset=utf-8")
@@ -199,6 +217,22 @@ def log_lines(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     rows = LogLine.objects.rows_after(job.id, after, limit)
     body = f'{{"line_count":{job.line_count},"lines":[{",".join(formats.line_data(rows))}]}}'
     return HttpResponse(body, content_type="application/json")
+
+
+@require_GET
+@_requires("jobs.view_job")
+def search_log(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+    """The numbers of the stored lines after `after` that contain `q` (ignoring case unless
+    `case=1`; a Python regular expression with `regex=1`), at most `limit` of them, and
+    whether more follow."""
+    query = search.make_query(
+        request.GET.get("q", ""), regex=_flag(request, "regex"), case_sensitive=_flag(request, "case")
+    )
+    after = _count(request.GET.get("after"), "after", 0, MAX_OFFSET)
+    limit = _count(request.GET.get("limit"), "limit", search.DEFAULT_MATCHES, search.MAX_MATCHES)
+    job = get_object_or_404(Job, pk=job_id)
+    found = search.find(job, query, after, limit)
+    return JsonResponse({"matches": found.numbers, "line_count": job.line_count, "more": found.more})
 
 
 @require_GET

@@ -1,0 +1,283 @@
+"""Search a run's stored lines: the numbers of the lines after a given one that contain a
+text, or match a regular expression, in order.
+
+The database does the scan, so that the lines of a long run never come into Python:
+- a text is found with the database's substring search (strpos / instr). Ignoring case, an
+  ASCII text is compared with lower() under the "C" collation, which folds ASCII letters
+  only and is several times faster on PostgreSQL than its locale's folding; other texts
+  fold as PostgreSQL's locale does, or as Python's re does on SQLite;
+- a regular expression is written in Python's syntax and checked with `re`. PostgreSQL
+  runs it with its own engine (the same syntax for what logs are searched with; Python's
+  \\b and \\B are translated, and what PostgreSQL refuses is a SearchError). SQLite runs
+  it with Python's re in a child process (jobs/streaming/sqlite_regex.py): one re match holds
+  the GIL from start to end, so a catastrophic pattern in the server would freeze its
+  every thread, the running jobs included; a child can be killed;
+- a regular expression's longest required text (one every match contains) is looked for
+  first with the substring search, which is far cheaper than the regex engine and leaves
+  it few lines.
+
+Every search ends within TIME_LIMIT seconds (PostgreSQL's statement_timeout, SQLite's
+progress handler, the child's kill); one that would take longer is a SearchError.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from re import _constants as sre_constants
+from re import _parser as sre_parser
+from typing import Any
+
+from django.db import DatabaseError, connection, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
+
+from jobs.models import Job, LogLine
+
+#: Longest search text accepted: a bound on the work of compiling a pattern.
+MAX_QUERY_LENGTH = 1000
+#: Matches per answer by default, and at most.
+DEFAULT_MATCHES = 1000
+MAX_MATCHES = 10_000
+#: Seconds a search may take.
+TIME_LIMIT = 10.0
+#: Shortest required text worth a substring search before the regex engine.
+MIN_PREFILTER = 2
+
+#: ASCII letters that Python's re, ignoring case, also finds as a non-ASCII letter (İ and ı,
+#: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them.
+_FOLDS_BEYOND_ASCII = frozenset("iIkKsS")
+_CHILD = Path(__file__).with_name("sqlite_regex.py")
+#: SQLite's progress handler runs every this many virtual machine instructions.
+_PROGRESS_STEPS = 10_000
+
+
+class SearchError(ValueError):
+    """A search that cannot be run as asked; the message says why, for a 400."""
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str
+    regex: bool
+    case_sensitive: bool
+    #: Python's re flags of a regex (case, and any flags it sets itself).
+    flags: int
+
+
+@dataclass(frozen=True)
+class Found:
+    numbers: list[int]
+    #: Whether the run has more matching lines after the last of `numbers`.
+    more: bool
+
+
+def make_query(text: str, *, regex: bool, case_sensitive: bool) -> Query:
+    """Check the search text (and compile a regex) before anything reaches the database."""
+    if text == "":
+        raise SearchError("q is empty: give the text to search for.")
+    if len(text) > MAX_QUERY_LENGTH:
+        raise SearchError(f"q is longer than {MAX_QUERY_LENGTH:,} characters.")
+    if "\x00" in text:
+        raise SearchError("q contains a NUL character, which no stored line has.")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SearchError("q is not valid Unicode text (it has a lone surrogate).") from exc
+    flags = 0 if case_sensitive else re.IGNORECASE
+    if not regex:
+        return Query(text, regex, case_sensitive, flags)
+    try:
+        compiled = re.compile(text, flags)
+    except re.error as exc:
+        raise SearchError(f"q is not a valid regular expression: {exc}.") from exc
+    except (RecursionError, OverflowError) as exc:
+        raise SearchError("q is too complex a regular expression.") from exc
+    return Query(text, regex, case_sensitive, compiled.flags)
+
+
+def find(job: Job, query: Query, after: int, limit: int) -> Found:
+    """The first `limit` stored lines of `job` after line `after` (up to its line_count)
+    that the query finds."""
+    if after >= job.line_count:
+        return Found([], False)
+    lines = LogLine.objects.filter(job_id=job.id, number__gt=after, number__lte=job.line_count)
+    for sql, params in _conditions(connection.vendor, query):
+        # Only the quoted column name is formatted into `sql`; every value is a parameter.
+        lines = lines.filter(RawSQL(sql, params, output_field=BooleanField()))  # noqa: S611
+    # One more than asked: whether it exists is `more`.
+    numbers_query = lines.order_by("number").values_list("number", flat=True)[: limit + 1]
+    if connection.vendor == "postgresql":
+        numbers = _on_postgresql(numbers_query)
+    elif query.regex:
+        numbers = _in_child(numbers_query, query.flags)
+    else:
+        numbers = _on_sqlite(numbers_query)
+    return Found(numbers[:limit], len(numbers) > limit)
+
+
+# --- What the database tests -------------------------------------------------------------------
+
+
+def _conditions(vendor: str, query: Query) -> list[tuple[str, list[Any]]]:
+    """SQL conditions on a line's text (and their parameters), cheapest first."""
+    column = connection.ops.quote_name(LogLine._meta.get_field("text").column)
+    if not query.regex:
+        return [_contains(vendor, column, query.text, query.case_sensitive)]
+    conditions = []
+    ignore_case = bool(query.flags & re.IGNORECASE)
+    required = required_text(query.text, query.flags)
+    if len(required) >= MIN_PREFILTER:
+        conditions.append(_contains(vendor, column, required, not ignore_case))
+    if vendor == "postgresql":
+        conditions.append((f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)]))
+    else:
+        conditions.append((f"{column} REGEXP %s", [query.text]))  # the child compiles it with the flags
+    return conditions
+
+
+def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> tuple[str, list[Any]]:
+    find_text = "strpos" if vendor == "postgresql" else "instr"
+    if case_sensitive:
+        return f"{find_text}({column}, %s) > 0", [text]
+    if text.isascii():
+        # SQLite's lower() folds ASCII letters only, as PostgreSQL's does under "C".
+        collate = ' COLLATE "C"' if vendor == "postgresql" else ""
+        return f"{find_text}(lower({column}{collate}), %s) > 0", [text.lower()]
+    if vendor == "postgresql":
+        return f"strpos(lower({column}), lower(%s)) > 0", [text]
+    # Django's REGEXP function; an escaped text is a pattern that cannot backtrack.
+    return f"{column} REGEXP %s", [f"(?i){re.escape(text)}"]
+
+
+def required_text(pattern: str, flags: int) -> str:
+    """The longest text that every match of `pattern` contains ("" if none is known): a
+    run of literal characters at the pattern's top level, or in a plain group there.
+    Ignoring case, only ASCII characters that fold to ASCII alone are kept, so that an
+    ASCII-folding substring search finds every line the pattern matches."""
+    parsed = sre_parser.parse(pattern, flags)
+    return _longest_literal(list(parsed), bool(parsed.state.flags & re.IGNORECASE))
+
+
+def _longest_literal(items: list[tuple[Any, Any]], ignore_case: bool) -> str:
+    longest = ""
+    run: list[str] = []
+    for op, value in [*items, (None, None)]:
+        if op is sre_constants.LITERAL and _foldable(chr(value), ignore_case):
+            run.append(chr(value))
+            continue
+        longest = max(longest, "".join(run), key=len)
+        run = []
+        group_flags_unchanged = op is sre_constants.SUBPATTERN and not value[1] and not value[2]
+        if group_flags_unchanged:
+            longest = max(longest, _longest_literal(list(value[3]), ignore_case), key=len)
+    return longest
+
+
+def _foldable(char: str, ignore_case: bool) -> bool:
+    return not ignore_case or (char.isascii() and char not in _FOLDS_BEYOND_ASCII)
+
+
+def postgresql_pattern(pattern: str) -> str:
+    """A Python pattern in PostgreSQL's spelling: \\b and \\B (word boundaries in Python,
+    a backspace and an error in PostgreSQL) are \\y and \\Y there. Inside brackets, \\b is
+    a backspace in both."""
+    out: list[str] = []
+    index, in_brackets = 0, False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            escaped = pattern[index + 1]
+            out.append({"b": "\\y", "B": "\\Y"}.get(escaped, char + escaped) if not in_brackets else char + escaped)
+            index += 2
+            continue
+        if in_brackets:
+            in_brackets = char != "]"
+        elif char == "[":
+            # A "]" right after "[" or "[^" is a member, not the end.
+            end = index + 1 + (pattern.startswith("^", index + 1))
+            end += pattern.startswith("]", end)
+            out.append(pattern[index:end])
+            index, in_brackets = end, True
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+# --- Running it, in bounded time ---------------------------------------------------------------
+
+
+def _too_slow() -> SearchError:
+    return SearchError(
+        f"The search took longer than {TIME_LIMIT:g} s and was stopped: search for a longer text or a simpler pattern."
+    )
+
+
+def _on_postgresql(numbers_query: Any) -> list[int]:
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(milliseconds)])
+        try:
+            return list(numbers_query)
+        except DatabaseError as exc:
+            sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+            if sqlstate == "57014":  # query_canceled: the statement timeout
+                raise _too_slow() from exc
+            if sqlstate == "2201B" or sqlstate.startswith("54"):  # invalid regex, or too complex
+                message = getattr(getattr(exc.__cause__, "diag", None), "message_primary", None) or str(exc)
+                raise SearchError(f"PostgreSQL cannot run this pattern: {message}.") from exc
+            raise
+
+
+def _on_sqlite(numbers_query: Any) -> list[int]:
+    connection.ensure_connection()
+    database = connection.connection
+    deadline = time.monotonic() + TIME_LIMIT
+    expired = False
+
+    def past_deadline() -> bool:
+        nonlocal expired
+        expired = time.monotonic() > deadline
+        return expired  # true interrupts the statement
+
+    database.set_progress_handler(past_deadline, _PROGRESS_STEPS)
+    try:
+        return list(numbers_query)
+    except DatabaseError as exc:
+        if expired:
+            raise _too_slow() from exc
+        raise
+    finally:
+        database.set_progress_handler(None, 0)
+
+
+def _in_child(numbers_query: Any, flags: int) -> list[int]:
+    sql, params = numbers_query.query.sql_with_params()
+    request = {
+        "database": str(connection.settings_dict["NAME"]),
+        "sql": sql % (("?",) * len(params)),  # Django's %s placeholders in sqlite3's style
+        "params": list(params),
+        "flags": flags,
+    }
+    try:
+        child = subprocess.run(
+            [sys.executable, "-I", str(_CHILD)],
+            input=json.dumps(request),
+            capture_output=True,
+            text=True,
+            timeout=TIME_LIMIT,
+        )
+    except subprocess.TimeoutExpired as exc:  # the child was killed
+        raise _too_slow() from exc
+    if child.returncode != 0:
+        raise RuntimeError(f"the search process failed ({child.returncode}): {child.stderr[-2000:]}")
+    numbers: list[int] = json.loads(child.stdout)
+    return numbers

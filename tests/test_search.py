@@ -1,0 +1,361 @@
+"""GET /jobs/<id>/search: the numbers of the lines that contain a text or match a regex,
+after a line, in bounded time, and a 400 with a message for any search it cannot run."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import quote, quote_from_bytes, urlencode
+
+import pytest
+from django.db import connection
+from django.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jobs.models import Job
+from jobs.streaming import search
+from tests.test_endpoints import client_for, finished_run, user_with
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PROPERTY = settings(
+    database=None,
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+#: Lines of every kind a search meets: case, non-ASCII letters (and those that fold to ASCII
+#: in Python's re: İ, ı, ſ, the Kelvin sign), regex metacharacters, an empty line.
+LINES = [
+    "INFO starting the import",
+    "ERROR disk full on /dev/sda1",
+    "error: retrying in 5 s",
+    "Warning: 3 rows skipped (of 120)",
+    "",
+    "café Über STRASSE straße",
+    "İstanbul ıi ſ K kelvin",
+    "a.b*c+d?e[f]g(h)i{j}k|l^m$n\\o",
+    "timeout after 30 ms",
+    "Timeout after 4500 ms",
+    "<script>alert(1)</script> \x1b[31mred\x1b[0m",
+    "tab\there",
+    "x" * 3000 + " needle at the end",
+]
+
+
+@pytest.fixture
+def client(staff_user: Any) -> Client:
+    client = Client()
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def run(transactional_db: Any) -> Job:
+    return finished_run(LINES)
+
+
+def ask(client: Client, job: Job, **params: Any) -> Any:
+    return client.get(f"/jobs/{job.id}/search?{urlencode(params)}")
+
+
+def matches(client: Client, job: Job, **params: Any) -> list[int]:
+    response = ask(client, job, **params)
+    assert response.status_code == 200, response.content
+    return response.json()["matches"]
+
+
+def numbers_where(predicate: Any) -> list[int]:
+    return [number for number, text in enumerate(LINES, start=1) if predicate(text)]
+
+
+def refusal(response: Any) -> str:
+    assert response.status_code == 400
+    assert response["Content-Type"] == "text/plain; charset=utf-8"
+    return response.content.decode()
+
+
+# --- The answer ---------------------------------------------------------------------------------
+
+
+def test_the_answer_is_the_designed_json(client: Client, run: Job) -> None:
+    response = ask(client, run, q="error")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"matches": [2, 3], "line_count": len(LINES), "more": False}
+
+
+def test_a_text_is_found_ignoring_case_unless_case_is_1(client: Client, run: Job) -> None:
+    assert matches(client, run, q="Error") == [2, 3]
+    assert matches(client, run, q="Error", case=1) == []
+    assert matches(client, run, q="ERROR", case=1) == [2]
+    assert matches(client, run, q="timeout after") == [9, 10]
+    # Characters that mean something in LIKE and in patterns are plain text here.
+    assert matches(client, run, q="a.b*c+d?e[f]g(h)i{j}k|l^m$n\\o") == [8]
+    assert matches(client, run, q="%") == []
+    assert matches(client, run, q="_") == []
+    assert matches(client, run, q="\t") == [12]
+    assert matches(client, run, q="needle") == [13]
+
+
+def test_an_ascii_text_ignoring_case_folds_ascii_letters_only(client: Client, run: Job) -> None:
+    # i, s and k do not find İ, ı, ſ and the Kelvin sign (Python's re would), on both databases.
+    assert matches(client, run, q="kelvin k") == []
+    assert matches(client, run, q="istanbul") == []
+    assert matches(client, run, q="STRASSE") == [6]
+
+
+def test_a_non_ascii_text_ignoring_case_folds_non_ascii_letters(client: Client, run: Job) -> None:
+    assert matches(client, run, q="CAFÉ") == [6]
+    assert matches(client, run, q="über") == [6]
+    assert matches(client, run, q="über", case=1) == []
+
+
+def test_a_regex_is_searched_with_pythons_syntax(client: Client, run: Job) -> None:
+    assert matches(client, run, q=r"timeout after \d+ ms", regex=1) == [9, 10]
+    assert matches(client, run, q=r"timeout after \d{4} ms", regex=1) == [10]
+    assert matches(client, run, q=r"timeout after \d+ ms", regex=1, case=1) == [9]
+    assert matches(client, run, q=r"^(INFO|ERROR) ", regex=1) == [1, 2]
+    assert matches(client, run, q=r"\bs\b", regex=1, case=1) == [3]  # a word boundary, on both databases
+    assert matches(client, run, q=r"\d+\)$", regex=1) == [4]
+    assert matches(client, run, q=r"^$", regex=1) == [5]
+    assert matches(client, run, q=r"(?i)TIMEOUT", regex=1, case=1) == [9, 10]
+    assert matches(client, run, q=r"[\]x]{255} needle", regex=1) == [13]  # PostgreSQL counts to 255 at most
+
+
+def test_after_limit_and_more_page_through_the_matches(client: Client) -> None:
+    job = finished_run([f"line {n}" + (" hit" if n % 3 == 0 else "") for n in range(1, 31)])
+    every = list(range(3, 31, 3))
+    assert ask(client, job, q="hit", limit=4).json() == {"matches": every[:4], "line_count": 30, "more": True}
+    assert ask(client, job, q="hit", after=12, limit=4).json()["matches"] == [15, 18, 21, 24]
+    assert ask(client, job, q="hit", after=24, limit=2).json() == {"matches": [27, 30], "line_count": 30, "more": False}
+    assert ask(client, job, q="hit", after=30).json() == {"matches": [], "line_count": 30, "more": False}
+    assert ask(client, job, q="hit", after=10**12).json()["matches"] == []
+    assert ask(client, job, q="hit", limit=0).json() == {"matches": [], "line_count": 30, "more": True}
+    assert ask(client, job, q="hit", regex=1, after=3, limit=1).json()["matches"] == [6]
+
+
+def test_limit_defaults_to_1000_and_is_at_most_10000(client: Client) -> None:
+    job = finished_run(["hit"] * 10_050)
+    assert len(matches(client, job, q="hit")) == search.DEFAULT_MATCHES == 1000
+    assert len(matches(client, job, q="hit", limit=99_999)) == search.MAX_MATCHES == 10_000
+
+
+def test_only_stored_lines_the_run_counts_are_searched(client: Client) -> None:
+    """A running run's lines past its line_count are not in its answer yet."""
+    job = finished_run(["hit 1", "hit 2", "hit 3"])
+    Job.objects.filter(pk=job.pk).update(line_count=2)
+    assert ask(client, job, q="hit").json() == {"matches": [1, 2], "line_count": 2, "more": False}
+
+
+# --- Refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "q is empty"),
+        ({"q": ""}, "q is empty"),
+        ({"q": "a\x00b"}, "q contains a NUL character"),
+        ({"q": "x" * (search.MAX_QUERY_LENGTH + 1)}, "q is longer than 1,000 characters"),
+        ({"q": "(", "regex": 1}, "q is not a valid regular expression: missing ), unterminated subpattern"),
+        ({"q": "a**", "regex": 1}, "q is not a valid regular expression: multiple repeat"),
+        ({"q": r"\p{L}", "regex": 1}, r"q is not a valid regular expression: bad escape \p"),
+        ({"q": "(" * 500 + ")" * 500, "regex": 1}, "q is too complex a regular expression"),
+        ({"q": "x", "regex": "yes please"}, "regex must be 1 or 0"),
+        ({"q": "x", "case": "2"}, "case must be 1 or 0"),
+        ({"q": "x", "after": "-1"}, "after must be a non-negative integer"),
+        ({"q": "x", "limit": "ten"}, "limit must be a non-negative integer"),
+    ],
+)
+def test_a_search_it_cannot_run_is_a_400_with_a_message(
+    client: Client, run: Job, params: dict[str, Any], message: str
+) -> None:
+    assert refusal(ask(client, run, **params)).startswith(message)
+
+
+def test_a_pattern_postgresql_cannot_run_is_a_400_there(client: Client, run: Job) -> None:
+    response = ask(client, run, q="(?P<word>timeout)", regex=1)
+    if connection.vendor == "postgresql":
+        assert refusal(response).startswith("PostgreSQL cannot run this pattern: invalid regular expression")
+    else:
+        assert response.json()["matches"] == [9, 10]
+
+
+def test_a_lone_surrogate_sent_as_utf8_bytes_is_searched_as_replacement_characters(client: Client, run: Job) -> None:
+    # Django decodes bytes that are not UTF-8 as U+FFFD: what reaches the search is text.
+    surrogate = quote_from_bytes("\ud800".encode("utf-8", "surrogatepass"))
+    response = client.get(f"/jobs/{run.id}/search?q={surrogate}")
+    assert response.wsgi_request.GET["q"] == "\ufffd" * 3
+    assert response.json()["matches"] == []
+
+
+def test_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(search.SearchError, match="lone surrogate"):
+        search.make_query("a\ud800", regex=False, case_sensitive=False)
+
+
+def test_a_catastrophic_pattern_is_stopped_at_the_time_limit(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(a+)+$ backtracks exponentially in Python's re: SQLite's child is killed at the limit
+    (in the server it would hold the GIL, and so every other thread, for ever). PostgreSQL's
+    engine needs no backtracking for it and answers."""
+    monkeypatch.setattr(search, "TIME_LIMIT", 1.0)
+    job = finished_run(["a" * 40 + "!"])
+    response = ask(client, job, q="(a+)+$", regex=1)
+    if connection.vendor == "postgresql":
+        assert response.json()["matches"] == []
+    else:
+        assert refusal(response).startswith("The search took longer than 1 s and was stopped")
+
+
+@pytest.mark.parametrize("params", [{"q": "9999"}, {"q": "9999", "case": 1}, {"q": r"^LINE \d*9999$", "regex": 1}])
+def test_a_search_past_the_time_limit_is_a_400(
+    client: Client, monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]
+) -> None:
+    job = finished_run([f"line {n}" for n in range(1, 50_001)])
+    monkeypatch.setattr(search, "TIME_LIMIT", 0.001)
+    assert refusal(ask(client, job, **params)).startswith("The search took longer than 0.001 s and was stopped")
+    monkeypatch.setattr(search, "TIME_LIMIT", 60.0)
+    assert matches(client, job, **params) == [9999, 19999, 29999, 39999, 49999]
+
+
+def test_search_needs_the_view_permission_and_a_run(run: Job) -> None:
+    url = f"/jobs/{run.id}/search?q=error"
+    assert Client().get(url).status_code == 403
+    assert client_for(user_with()).get(url).status_code == 403
+    assert client_for(user_with("view_job", staff=False)).get(url).status_code == 200
+    viewer = client_for(user_with("view_job"))
+    assert viewer.get("/jobs/00000000-0000-4000-8000-000000000000/search?q=x").status_code == 404
+    assert viewer.post(url).status_code == 405
+
+
+# --- Hypothesis: any input is an answer or a 400 -------------------------------------------------
+
+#: Pieces of patterns that both Python and PostgreSQL read alike.
+PORTABLE_PIECES = [
+    "a", "e", "i", "k", "s", "t", "x", "E", "I", "K", "S", "T", "0", "3", " ", ":", "/", "-", "é", "É", "ß",
+    ".", r"\d", r"\w", r"\s", r"\.", r"\$", r"\(", "[a-f]", "[^ ]", "[0-9]", r"\b", "^", "$",
+    "*", "+", "?", "{2}", "{1,3}", "|", "(", ")", "(?:",
+]  # fmt: skip
+
+
+def portable_patterns() -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(PORTABLE_PIECES), min_size=1, max_size=8).map("".join)
+
+
+def any_query() -> st.SearchStrategy[str | bytes]:
+    return st.one_of(
+        st.text(max_size=30),
+        st.text(alphabet="ab\\()[]{}*+?|^$.-,:=!<>PiIsSkK0123 ", max_size=16),
+        portable_patterns(),
+        st.sampled_from(["(a+)+$", "(?P<x>a)(?P=x)", "[[:alpha:]]", "x{,3}", "(?x) a # c", r"\Z", "(?<=a)b"]),
+        st.binary(max_size=12),
+    )
+
+
+def python_answer(query: search.Query) -> list[int]:
+    """What Python makes of the query over LINES: the answer when the database must agree."""
+    if query.regex:
+        return numbers_where(re.compile(query.text, query.flags).search)
+    if query.case_sensitive:
+        return numbers_where(lambda text: query.text in text)
+    if query.text.isascii():
+        ascii_lower = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+        return numbers_where(lambda text: query.text.lower() in text.translate(ascii_lower))
+    return numbers_where(re.compile(re.escape(query.text), re.IGNORECASE).search)
+
+
+@PROPERTY
+@given(q=any_query(), regex=st.booleans(), case=st.booleans(), after=st.integers(0, len(LINES) + 1))
+def test_any_search_is_an_answer_or_a_400(
+    client: Client, run: Job, q: str | bytes, regex: bool, case: bool, after: int
+) -> None:
+    encoded = quote_from_bytes(q, safe="") if isinstance(q, bytes) else quote(q, safe="")
+    response = client.get(f"/jobs/{run.id}/search?q={encoded}&regex={int(regex)}&case={int(case)}&after={after}")
+    sent = response.wsgi_request.GET.get("q", "")
+    if response.status_code == 400:
+        message = refusal(response)
+        assert message.startswith(("q ", "PostgreSQL cannot run this pattern: ")), message
+        assert len(message) < 1000
+        return
+    assert response.status_code == 200
+    body = json.loads(response.content)
+    assert body["line_count"] == len(LINES)
+    assert body["matches"] == sorted(set(body["matches"]))
+    assert all(after < number <= len(LINES) for number in body["matches"])
+    query = search.make_query(sent, regex=regex, case_sensitive=case)
+    expected = [number for number in python_answer(query) if number > after]
+    # SQLite runs Python's re itself; PostgreSQL agrees on texts that fold as ASCII.
+    if connection.vendor == "sqlite" or not regex and (case or sent.isascii()):
+        assert body["matches"] == expected
+
+
+#: The line whose letters fold to ASCII ones in Python's re only (İ, ı, ſ, the Kelvin sign).
+BEYOND_ASCII_LINE = LINES.index("İstanbul ıi ſ K kelvin") + 1
+
+
+@PROPERTY
+@given(pattern=portable_patterns(), case=st.booleans())
+def test_portable_patterns_find_the_same_lines_as_python(client: Client, run: Job, pattern: str, case: bool) -> None:
+    response = ask(client, run, q=pattern, regex=1, case=int(case))
+    if response.status_code == 400:
+        assert refusal(response).startswith(("q is not a valid regular expression", "PostgreSQL cannot run"))
+        return
+    found = response.json()["matches"]
+    expected = python_answer(search.make_query(pattern, regex=True, case_sensitive=case))
+    if connection.vendor == "postgresql" and not case:
+        # PostgreSQL folds i, k and s to their ASCII pair only.
+        found, expected = ([n for n in numbers if n != BEYOND_ASCII_LINE] for numbers in (found, expected))
+    assert found == expected
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    pattern=portable_patterns(),
+    text=st.text(alphabet="aeiksxtEIKST03 :/-éÉßİıſK.$(", max_size=20),
+    case=st.booleans(),
+)
+def test_a_patterns_required_text_is_in_every_line_it_matches(pattern: str, text: str, case: bool) -> None:
+    try:
+        query = search.make_query(pattern, regex=True, case_sensitive=case)
+    except search.SearchError:
+        return
+    if re.search(pattern, text, query.flags):
+        required = search.required_text(pattern, query.flags)
+        assert (required in text) if case else (required.lower() in text.lower())
+
+
+@pytest.mark.parametrize(
+    ("pattern", "required"),
+    [
+        (r"timeout after \d+ ms", "timeout after "),
+        (r"(?i)timeout after \d+ ms", "meout after "),  # i, k and s fold beyond ASCII
+        (r"(error|warning): disk", ": disk"),
+        (r"abc|abd", "ab"),
+        (r"x+yz", "yz"),
+        (r"(?:request )id=\d+", "request id="),
+        (r"(?i:abc)def", "def"),
+        (r"a*", ""),
+    ],
+)
+def test_the_required_text_of_a_pattern(pattern: str, required: str) -> None:
+    assert search.required_text(pattern, 0) == required
+
+
+@pytest.mark.parametrize(
+    ("python", "postgresql"),
+    [
+        (r"\bword\b", r"\yword\y"),
+        (r"\Bx", r"\Yx"),
+        (r"[\b]", r"[\b]"),
+        (r"\\b", r"\\b"),
+        (r"[]\b]\b", r"[]\b]\y"),
+        (r"[^]\b]\b", r"[^]\b]\y"),
+        (r"\d+\.\w", r"\d+\.\w"),
+    ],
+)
+def test_python_patterns_in_postgresqls_spelling(python: str, postgresql: str) -> None:
+    assert search.postgresql_pattern(python) == postgresql
