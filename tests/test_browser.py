@@ -410,9 +410,19 @@ def test_sections_fold_and_unfold(page: Any, server: LiveServer) -> None:
     expect(page.locator("#L5")).to_be_in_viewport()
 
 
-@pytest.mark.parametrize(("status", "open_at_end"), [(JobStatus.FAILED, True), (JobStatus.SUCCEEDED, False)])
-def test_a_section_is_open_while_it_runs_and_stays_open_if_the_run_fails(
-    page: Any, server: LiveServer, status: str, open_at_end: bool
+@pytest.mark.parametrize(
+    ("status", "ending", "open_at_end"),
+    [
+        # jobs.section() ends its section also when its block raises; the traceback follows.
+        (JobStatus.FAILED, [("::endgroup::", "stdout"), ("Traceback (most recent call last):", "stderr")], True),
+        (JobStatus.CANCELLED, [("::endgroup::", "stdout"), ("Cancelled on request.", "system")], True),
+        (JobStatus.FAILED, [], True),  # a section never ended (a child process killed in it)
+        (JobStatus.SUCCEEDED, [("::endgroup::", "stdout")], False),
+        (JobStatus.FAILED, [("::endgroup::", "stdout"), ("after it", "stdout"), ("Traceback", "stderr")], False),
+    ],
+)
+def test_a_section_is_open_while_it_runs_and_stays_open_where_a_run_stopped(
+    page: Any, server: LiveServer, status: str, ending: list[tuple[str, str]], open_at_end: bool
 ) -> None:
     job = running_run()
     open_job(page, server, job)
@@ -422,10 +432,14 @@ def test_a_section_is_open_while_it_runs_and_stays_open_if_the_run_fails(
     tests = page.locator("#L4").locator("xpath=..")
     expect(tests).to_have_class(re.compile(r"\bsection-open\b"))
     expect(page.locator("#L2")).to_be_hidden()  # Setup has ended
+    write_lines(job, [text for text, _ in ending], streams=[stream for _, stream in ending])
     end_run(job, status)
     expect(page.locator("#status-badge")).to_have_text(status.capitalize())
-    expect(tests.locator(".fold")).to_have_attribute("aria-expanded", str(open_at_end).lower())
-    expect(page.locator("#L5")).to_be_visible() if open_at_end else expect(page.locator("#L5")).to_be_hidden()
+    for _ in range(2):  # live, then as the page draws a finished run
+        expect(tests.locator(".fold")).to_have_attribute("aria-expanded", str(open_at_end).lower())
+        expect(page.locator("#L5")).to_be_visible() if open_at_end else expect(page.locator("#L5")).to_be_hidden()
+        expect(page.locator("#L2")).to_be_hidden()
+        page.reload()
 
 
 def test_timestamps_show_local_time_or_time_since_the_start(
@@ -487,8 +501,7 @@ def test_hostile_output_stays_text_with_ansi_on(page: Any, server: LiveServer) -
     page.select_option("#time-mode", "local")
     end_run(job, JobStatus.FAILED)
     expect(page.locator("#status-badge")).to_have_text("Failed")
-    page.click("#L3 ~ .tx .fold")
-    for _ in range(2):  # live, then as the server draws it
+    for _ in range(2):  # live, then as the server draws it (the section stays open: the run failed in it)
         expect(page.locator("#L4")).to_be_visible()
         texts_shown = [page.inner_text(f"#L{n} ~ .tx") for n in (1, 2, 4)]
         assert texts_shown == [shown[0], shown[1], shown[3]]
@@ -497,7 +510,6 @@ def test_hostile_output_stays_text_with_ansi_on(page: Any, server: LiveServer) -
         assert page.locator("#log a").count() == page.locator("#log a.ln").count()
         assert page.evaluate("window.pwned") is None
         page.reload()
-        page.click("#L3 ~ .tx .fold")
 
 
 def test_earlier_lines_count_lines_never_drawn(page: Any, server: LiveServer) -> None:
@@ -547,7 +559,8 @@ def test_the_log_fits_the_viewport_with_one_scroll_bar(page: Any, server: LiveSe
     open_job(page, server, short)
     assert not page.evaluate(page_scrolls)
     assert page.eval_on_selector("#log-scroll", "el => el.scrollHeight - el.clientHeight") == 0
-    assert page.eval_on_selector("#log-scroll", "el => el.clientHeight") < 150
+    assert page.eval_on_selector("#log", "el => el.getBoundingClientRect().height") < 100
+    assert page.eval_on_selector("#log-scroll", "el => getComputedStyle(el).backgroundColor") == "rgba(0, 0, 0, 0)"
 
 
 def test_wrap_toggle_is_remembered(page: Any, server: LiveServer) -> None:
@@ -562,3 +575,64 @@ def test_wrap_toggle_is_remembered(page: Any, server: LiveServer) -> None:
     page.reload()
     expect(page.locator("#wrap")).not_to_be_checked()
     assert page.eval_on_selector("#L1", height) == one_line
+
+
+# --- Search and download ---------------------------------------------------------------------
+
+
+def test_search_finds_and_jumps_to_lines_far_outside_the_loaded_window(page: Any, server: LiveServer) -> None:
+    texts = [f"stored line {n}" for n in range(1, 15_001)]
+    texts[99] = "the NEEDLE is here"
+    texts[7_999] = "a needle in the middle"
+    texts[14_899] = "a needle near the end"
+    job = stored_run(texts)
+    open_job(page, server, job)
+    page.fill("#search-input", "needle")
+    # From the end of the log (where the view is), the next match is the first one.
+    expect(page.locator("#search-count")).to_have_text("1 / 3")
+    current = page.locator(".line.match-current")
+    expect(current.locator(".ln")).to_have_text("100")
+    expect(current).to_be_in_viewport()
+    expect(page.locator(".log-gap")).to_be_attached()
+    highlighted = (
+        "[...CSS.highlights.get('search')].map((r) => r.startContainer.data.slice(r.startOffset, r.endOffset))"
+    )
+    assert sorted(page.evaluate(highlighted)) == ["NEEDLE", "needle"]  # lines 100 and 14900 are drawn
+    page.press("#search-input", "Enter")  # next: a line in the gap, far from both
+    expect(page.locator("#search-count")).to_have_text("2 / 3")
+    expect(current.locator(".ln")).to_have_text("8000")
+    expect(current).to_be_in_viewport()
+    expect(page.locator("#L100")).to_have_count(0)  # the window moved
+    page.click("#search-next")
+    expect(page.locator("#search-count")).to_have_text("3 / 3")
+    expect(current.locator(".ln")).to_have_text("14900")
+    expect(current).to_be_in_viewport()
+    page.click("#search-next")  # round to the first again
+    expect(page.locator("#search-count")).to_have_text("1 / 3")
+    page.click("#search-previous")
+    expect(page.locator("#search-count")).to_have_text("3 / 3")
+    # Options: case, regular expressions, and what the server refuses.
+    page.click("label:has(#search-case)")  # from where the view is, at line 14900
+    expect(page.locator("#search-count")).to_have_text("2 / 2")
+    expect(current.locator(".ln")).to_have_text("14900")
+    page.click("label:has(#search-case)")
+    page.click("label:has(#search-regex)")
+    page.fill("#search-input", r"need+le\s+is")
+    expect(page.locator("#search-count")).to_have_text("1 / 1")
+    expect(current.locator(".ln")).to_have_text("100")
+    page.fill("#search-input", "(unclosed")
+    expect(page.locator("#search-count")).to_contain_text("not a valid regular expression")
+    expect(page.locator(".line.match")).to_have_count(0)
+
+
+def test_download_saves_the_log_under_the_jobs_name_and_date(page: Any, server: LiveServer) -> None:
+    job = stored_run(["first", "\x1b[31msecond\x1b[0m"])
+    open_job(page, server, job)
+    name = f"demo.count-{timezone.localtime(job.created_at):%Y%m%d-%H%M%S}.log"
+    response = page.request.get(page.eval_on_selector("#download", "a => a.href"))
+    assert response.headers["content-disposition"] == f'attachment; filename="{name}"'
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == name
+    assert Path(download.path()).read_text() == "first\n\x1b[31msecond\x1b[0m\n"

@@ -51,6 +51,7 @@ let startedAt = page.querySelector('time[data-field="started_at"]')?.getAttribut
 let following = true;
 let pending = []; // received lines not drawn yet, oldest first
 let frame = 0;
+let msPerLine = 0.02; // how long building a line takes here (measured as lines are drawn)
 let source = null;
 let retryTimer = 0;
 let retryDelay = RETRY_FIRST_MS;
@@ -191,12 +192,19 @@ function renderText(element, text) {
 // it), `opens` (the section it starts) or `end` (an ::endgroup:: line). Sections are kept
 // by their ::group:: line number, so a line parsed again (with more known above it)
 // belongs to the same section. A section is folded once it has ended (or the run
-// succeeded), unless the user folded or unfolded it.
+// succeeded), unless the user folded or unfolded it, or a failure or a cancel stopped the
+// run in it.
 const sections = new Map();
 let parsedTo = 0; // lines 1..parsedTo have all been parsed: which sections are open there is known
 let liveSection = null; // the innermost section open after the last line received
 let tailExact = false; // whether the tail's first line was parsed knowing the sections above it
 const ended = new Set(); // sections ended by live lines, to redraw at the next frame
+
+// jobs.section() ends its section also when its block raises, and the traceback (stderr)
+// or the cancel's note (system) comes after: the sections that ended last, with only such
+// lines after them, are where a run that failed or was cancelled stopped.
+let stoppedIn = new Set();
+let closing = false; // the last line of the tail was an ::endgroup::
 
 const isEndgroup = (text) => text.startsWith(ENDGROUP) && text.trimEnd() === ENDGROUP;
 
@@ -228,6 +236,21 @@ function parse(lines, open) {
   return open;
 }
 
+// Follows the sections ended at the end of the log, for the last lines of the tail.
+function noteStops(lines) {
+  for (const line of lines) {
+    if (line.end) {
+      if (!line.section) continue;
+      if (!closing) stoppedIn = new Set();
+      stoppedIn.add(line.section);
+      closing = true;
+    } else {
+      closing = false;
+      if (line.opens || (line.stream !== "stderr" && line.stream !== "system")) stoppedIn = new Set();
+    }
+  }
+}
+
 // The innermost section open just above line n, and whether that is known (every line
 // above it was parsed) or a guess (none).
 function sectionAbove(n) {
@@ -240,11 +263,19 @@ function sectionAbove(n) {
   return { open, exact: true };
 }
 
-const isFolded = (section) => section.folded ?? (section.end !== null || (finished && runStatus === "succeeded"));
+const succeeded = () => finished && runStatus === "succeeded";
+const stoppedHere = (section) => finished && !succeeded() && stoppedIn.has(section);
+const isFolded = (section) => section.folded ?? (!stoppedHere(section) && (section.end !== null || succeeded()));
 
 function insideFolded(section) {
   for (let outer = section; outer; outer = outer.parent) if (isFolded(outer)) return true;
   return false;
+}
+
+function chainOf(section) {
+  const chain = [];
+  for (let outer = section; outer; outer = outer.parent) chain.push(outer);
+  return chain;
 }
 
 function within(section, inner) {
@@ -254,7 +285,7 @@ function within(section, inner) {
 
 function showSectionState(section) {
   const row = section.row;
-  if (!row?.isConnected) return;
+  if (!row) return;
   const folded = isFolded(section);
   row.classList.toggle("folded", folded);
   row.classList.toggle("section-open", section.end === null);
@@ -442,6 +473,7 @@ function receive(lines) {
   const fresh = lines.length && lines[0].n > last ? lines : lines.filter((line) => line.n > last); // a replay after a reconnect
   if (!fresh.length) return;
   liveSection = parse(fresh, liveSection);
+  noteStops(fresh);
   last = fresh.at(-1).n;
   latestTime = fresh.at(-1).t;
   for (const line of fresh) pending.push(line);
@@ -454,19 +486,23 @@ function receive(lines) {
 function drawPending(budget) {
   frame = 0;
   const limit = following ? MAX_LIVE_LINES : MAX_LINES_READING;
-  if (pending.length >= limit) {
-    // Far behind: every line shown now would be trimmed; jump to the tail instead.
-    pending = pending.slice(-limit);
+  // Far behind: a view that follows jumps to the tail, drawing only the newest lines that
+  // fit in this frame (the others become earlier lines); one that reads keeps what it can.
+  const keep = following ? Math.min(limit, Math.max(64, Math.floor(budget / msPerLine))) : limit;
+  if (pending.length > keep) {
+    pending = pending.slice(-keep);
     view = null;
     log.replaceChildren();
   }
-  const deadline = performance.now() + budget;
+  const started = performance.now();
+  const deadline = started + budget;
   const fragment = document.createDocumentFragment();
   let count = 0;
   for (; count < pending.length; count++) {
     if (count % 64 === 0 && performance.now() > deadline) break;
     fragment.append(lineElement(pending[count]));
   }
+  if (count >= 64) msPerLine = 0.7 * msPerLine + (0.3 * (performance.now() - started)) / count;
   pending = pending.slice(count);
   byId("log-empty")?.remove();
   log.append(fragment);
@@ -750,10 +786,11 @@ function markMatch(row) {
       search.pattern.lastIndex++;
       continue;
     }
-    const range = new Range();
-    range.setStart(...position(match.index));
-    range.setEnd(...position(match.index + match[0].length));
-    highlights.add(range);
+    // Static: the row may still be in a fragment, and a live Range would collapse when
+    // its nodes move into the log.
+    const [startContainer, startOffset] = position(match.index);
+    const [endContainer, endOffset] = position(match.index + match[0].length);
+    highlights.add(new StaticRange({ startContainer, startOffset, endContainer, endOffset }));
   }
 }
 
@@ -995,7 +1032,7 @@ function applyStatus(status) {
   if (status.finished) byId("follow-text")?.remove();
   // Sections still open at the end of a successful run are done; after a failure or a
   // cancel they stay open, where the run stopped.
-  if (ending) for (let section = liveSection; section; section = section.parent) applyFold(section);
+  if (ending) for (const section of [...stoppedIn, ...chainOf(liveSection)]) applyFold(section);
 }
 
 // --- The live stream -----------------------------------------------------------------------
@@ -1105,6 +1142,7 @@ log.replaceChildren();
 if (initial.length) {
   const above = sectionAbove(initial[0].n);
   liveSection = parse(initial, above.open);
+  noteStops(initial);
   tailExact = above.exact;
   latestTime = initial.at(-1).t;
   log.append(fragmentOf(initial));
