@@ -43,8 +43,11 @@ bench: setup-dev
 	$(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-sqlite.json
 	DATABASE_URL=$(BENCH_POSTGRES)/runlog_bench $(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-postgresql.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
+	$(BIN)/python -m tests.bench.bench_page --json bench-results/page-sqlite.json
+	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_page --database postgresql --json bench-results/page-postgresql.json
 
 # A smoke run of the benchmarks (small sizes, SQLite): seconds, so that CI keeps them working.
 bench-smoke: setup-dev
 	$(BIN)/python -m tests.bench.bench_capture --lines 5000 --repeat 1 --prints 5000
 	$(BIN)/python -m tests.bench.bench_streaming --quick --databases sqlite
+	$(BIN)/python -m tests.bench.bench_page --quick

@@ -21,12 +21,11 @@ from django.views.decorators.http import require_GET, require_POST
 
 from jobs import registry
 from jobs.launcher import relaunch
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, LogLine
 from jobs.params import InvalidParameters
 
 #: Lines rendered with the page; earlier ones are fetched on demand (log.js) or read in log.txt.
 TAIL_LINES = 2000
-MILLISECOND = timedelta(milliseconds=1)
 #: Runs per page of the list.
 PAGE_SIZE = 50
 
@@ -49,6 +48,16 @@ def format_duration(duration: timedelta | None) -> str:
     if whole < 3600:
         return f"{whole // 60} min {whole % 60:02d} s"
     return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def line_times(lines: list[LogLine]) -> tuple[str, str]:
+    """The lines' times for log.js, compactly: the first one (ISO 8601), and each line's as
+    milliseconds after it, comma-separated."""
+    if not lines:
+        return "", ""
+    first = lines[0].created_at
+    offsets = (round((line.created_at - first) / timedelta(milliseconds=1)) for line in lines)
+    return first.isoformat(), ",".join(map(str, offsets))
 
 
 def display_value(value: Any) -> str:
@@ -87,6 +96,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
     last_rendered = lines[-1].number if lines else before_tail
     params = job.params.items() if isinstance(job.params, dict) else []
     duration = job.duration
+    time_zero, time_offsets = line_times(lines)
     context = {
         "job": job,
         "spec": spec,
@@ -94,9 +104,8 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "duration": format_duration(duration),
         "duration_seconds": None if duration is None else duration.total_seconds(),
         "lines": lines,
-        # The drawn lines' times, for log.js: the first one, then each as milliseconds after it.
-        "time_zero": lines[0].created_at.isoformat() if lines else "",
-        "time_offsets": ",".join(str(round((line.created_at - lines[0].created_at) / MILLISECOND)) for line in lines),
+        "time_zero": time_zero,
+        "time_offsets": time_offsets,
         # log.js asks for lines in batches; ?batch=0 keeps one line per event (for comparison).
         "batch_events": request.GET.get("batch") != "0",
         "before_tail": before_tail,

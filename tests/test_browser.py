@@ -305,7 +305,7 @@ def test_the_page_shows_the_stored_log_without_javascript(
 
 
 def test_a_job_launched_from_the_admin_streams_live_on_its_page(
-    browser: Any, server: LiveServer, staff_user: Any, tmp_path: Path
+    browser: Any, server: LiveServer, staff_user: Any
 ) -> None:
     """The whole path a staff user takes: log in, Launch a job, fill the form, land on the
     job page, watch the lines arrive (the job runs in the gunicorn worker that served the
@@ -328,8 +328,6 @@ def test_a_job_launched_from_the_admin_streams_live_on_its_page(
     assert page.locator("#status-badge").inner_text() in ("Queued", "Running")
     expect(page.locator("#status-badge")).to_have_text("Succeeded")
     assert shown_numbers(page) == list(range(1, 42))
-    screenshot = Path(os.environ.get("RUNLOG_SCREENSHOT", tmp_path / "job-page.png"))
-    page.screenshot(path=str(screenshot))
     page.goto(page.url + "#L7")
     page.reload()
     expect(page.locator("#L7").locator("xpath=..")).to_have_class(re.compile(r"\bhighlight\b"))
@@ -607,10 +605,12 @@ def test_search_finds_and_jumps_to_lines_far_outside_the_loaded_window(page: Any
     expect(page.locator("#search-count")).to_have_text("3 / 3")
     expect(current.locator(".ln")).to_have_text("14900")
     expect(current).to_be_in_viewport()
-    page.click("#search-next")  # round to the first again
+    page.click("#search-next")  # round to the first again, which needs its window again
     expect(page.locator("#search-count")).to_have_text("1 / 3")
-    page.click("#search-previous")
+    page.click("#search-previous")  # at once: the window still on its way must not scroll there
     expect(page.locator("#search-count")).to_have_text("3 / 3")
+    expect(page.locator("#L100")).to_be_attached()
+    expect(page.locator("#L14900")).to_be_in_viewport()
     # Options: case, regular expressions, and what the server refuses.
     page.click("label:has(#search-case)")  # from where the view is, at line 14900
     expect(page.locator("#search-count")).to_have_text("2 / 2")
@@ -636,3 +636,80 @@ def test_download_saves_the_log_under_the_jobs_name_and_date(page: Any, server: 
     download = info.value
     assert download.suggested_filename == name
     assert Path(download.path()).read_text() == "first\n\x1b[31msecond\x1b[0m\n"
+
+
+# --- The README's screenshot --------------------------------------------------------------------
+
+#: SGR codes for the CI run below: bold, red, green, yellow, reset.
+BOLD, RED, GREEN, YELLOW, OFF = "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[0m"
+COMMAND = "['/usr/bin/python3', 'ci.py']"
+#: A CI script run by demo.command: (seconds after the start, stream, text).
+CI_RUN = [
+    (0.0, "system", "$ /usr/bin/python3 ci.py"),
+    (0.1, "stdout", "::group::Install dependencies"),
+    (0.4, "stdout", "Collecting django>=5.2"),
+    (0.7, "stdout", "Collecting psycopg[binary]>=3.2"),
+    (3.8, "stdout", "Successfully installed django-5.2.8 psycopg-3.2.12"),
+    (3.9, "stdout", "::endgroup::"),
+    (4.0, "stdout", "::group::Lint"),
+    (5.2, "stdout", f"{BOLD}{GREEN}All checks passed!{OFF}"),
+    (5.3, "stdout", "::endgroup::"),
+    (5.4, "stdout", "::group::Tests"),
+    (5.9, "stdout", f"{BOLD}{'=' * 29} test session starts {'=' * 30}{OFF}"),
+    (6.0, "stdout", "platform linux -- Python 3.11.2, pytest-8.4.2, pluggy-1.6.0"),
+    (6.4, "stdout", "collected 412 items"),
+    (6.5, "stdout", ""),
+    (12.1, "stdout", f"tests/test_pages.py {GREEN}{'.' * 41}{OFF}{GREEN}   [ 10%]{OFF}"),
+    (19.8, "stdout", f"tests/test_reports.py {GREEN}{'.' * 38}{OFF}{GREEN}    [ 19%]{OFF}"),
+    (20.2, "log", "WARNING reports.cache: 3 cached reports are older than a day"),
+    (31.0, "stdout", f"tests/test_rebuild.py {GREEN}{'.' * 10}{OFF}{YELLOW}s{OFF}{GREEN}{'.' * 17}{OFF}   [ 28%]"),
+    (31.1, "stderr", "warning: the search index is rebuilt from scratch (no snapshot)"),
+    (
+        38.5,
+        "stdout",
+        f"tests/test_search.py {GREEN}{'.' * 8}{OFF}{RED}F{OFF}{GREEN}{'.' * 14}{OFF}{GREEN}     [ 33%]{OFF}",
+    ),
+    (46.0, "stdout", f"tests/test_views.py {GREEN}{'.' * 45}{OFF}{GREEN} [100%]{OFF}"),
+    (46.1, "stdout", ""),
+    (
+        46.1,
+        "stdout",
+        f"{RED}FAILED{OFF} tests/test_search.py::{BOLD}test_unicode_folding{OFF} - AssertionError: 'Straße'",
+    ),
+    (
+        46.2,
+        "stdout",
+        f"{RED}{'=' * 19} {BOLD}1 failed{OFF}, {GREEN}410 passed{OFF}, {YELLOW}1 skipped{OFF}"
+        f"{RED} in 40.61s {'=' * 19}{OFF}",
+    ),
+    (46.2, "stdout", "::endgroup::"),
+    (46.3, "system", f"Command {COMMAND} exited with code 1 in 46.3 s."),
+    (46.3, "stderr", "Traceback (most recent call last):"),
+    (46.3, "stderr", '  File "/srv/app/jobs/demo.py", line 56, in command'),
+    (46.3, "stderr", "    run_command([sys.executable, _CHILD, str(seconds)], check=True)"),
+    (46.3, "stderr", f"subprocess.CalledProcessError: Command '{COMMAND}' returned non-zero exit status 1."),
+]
+
+
+def test_a_failed_ci_run_as_the_readme_shows_it(page: Any, server: LiveServer, tmp_path: Path) -> None:
+    """Colours, folded sections with their durations, the section the run failed in left
+    open, markers and levels, times since the start. With RUNLOG_SCREENSHOT set, the page is
+    saved there (docs/job-page.png)."""
+    job = create_run("demo.command", {"seconds": 5})
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, started_at=START, created_at=START)
+    seconds, streams, texts = zip(*CI_RUN, strict=True)
+    write_lines(job, texts, streams=streams, seconds=seconds)
+    error = f"CalledProcessError: Command '{COMMAND}' returned non-zero exit status 1."
+    finished = START + timedelta(seconds=46.4)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, finished_at=finished, error=error)
+    page.add_init_script("localStorage.setItem('runlog.time', 'elapsed')")
+    open_job(page, server, job)
+    install, tests = page.locator("#L2").locator("xpath=.."), page.locator("#L10").locator("xpath=..")
+    expect(install.locator(".fold")).to_have_attribute("aria-expanded", "false")
+    expect(install.locator(".section-time")).to_have_text("3.8 s")
+    expect(tests.locator(".fold")).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#L23")).to_be_visible()
+    expect(page.locator("#error")).to_have_text(error)
+    assert page.inner_text("#L30 ~ .ts") == "+0:46.300"
+    screenshot = Path(os.environ.get("RUNLOG_SCREENSHOT", tmp_path / "job-page.png"))
+    page.screenshot(path=str(screenshot))

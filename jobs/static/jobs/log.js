@@ -10,6 +10,7 @@ import { AnsiUp } from "./vendor/ansi_up-6.0.6/ansi_up.js";
 const MAX_LIVE_LINES = 5000; // lines kept in the DOM while following a live tail
 const MAX_LINES_READING = 20000; // while the user reads above the tail (still bounded)
 const PAGE_LINES = 2000; // lines per "Show earlier lines"
+const JUMP_LINES = 200; // lines drawn when a view that follows jumps to the tail: a few screens
 const FETCH_LIMIT = 5000; // the lines endpoint's maximum per request
 // A line at most this far above the shown lines is loaded with every line between;
 // farther, as a window around it and a gap marker.
@@ -19,6 +20,9 @@ const BOTTOM_SLACK = 24; // pixels from the end that still count as "at the bott
 // Lines are built for at most this long per animation frame, so that a flood of lines
 // never freezes the page; the rest waits for the next frame.
 const FRAME_BUDGET_MS = 8;
+// A view far behind a flood is redrawn at most this often: no one reads thousands of lines a
+// second, and every frame not spent on them is left to the rest of the machine.
+const FLOOD_REDRAW_MS = 100;
 const SEARCH_PAGE = 1000; // matches per search request
 const SEARCH_PAUSE_MS = 250; // typing pause before a search is sent
 const RETRY_FIRST_MS = 2000;
@@ -52,6 +56,7 @@ let following = true;
 let pending = []; // received lines not drawn yet, oldest first
 let frame = 0;
 let msPerLine = 0.02; // how long building a line takes here (measured as lines are drawn)
+let jumpedAt = -Infinity; // when the view last jumped to the tail
 let source = null;
 let retryTimer = 0;
 let retryDelay = RETRY_FIRST_MS;
@@ -214,8 +219,9 @@ function parse(lines, open) {
     if (line.text.startsWith(GROUP)) {
       let section = sections.get(line.n);
       if (!section) {
-        section = { n: line.n, title: line.text.slice(GROUP.length), start: line.t, end: null, endN: null, row: null };
-        section.folded = null; // null: as isFolded() decides; true or false: as the user chose
+        // `folded`: null as long as isFolded() decides, then what the user chose.
+        section = { n: line.n, title: line.text.slice(GROUP.length), start: line.t, end: null, endN: null };
+        Object.assign(section, { row: null, folded: null });
         sections.set(line.n, section);
       }
       section.parent = open;
@@ -267,21 +273,15 @@ const succeeded = () => finished && runStatus === "succeeded";
 const stoppedHere = (section) => finished && !succeeded() && stoppedIn.has(section);
 const isFolded = (section) => section.folded ?? (!stoppedHere(section) && (section.end !== null || succeeded()));
 
-function insideFolded(section) {
-  for (let outer = section; outer; outer = outer.parent) if (isFolded(outer)) return true;
-  return false;
-}
-
+// A section and the ones around it, innermost first.
 function chainOf(section) {
   const chain = [];
   for (let outer = section; outer; outer = outer.parent) chain.push(outer);
   return chain;
 }
 
-function within(section, inner) {
-  for (let outer = inner; outer; outer = outer.parent) if (outer === section) return true;
-  return false;
-}
+const insideFolded = (section) => chainOf(section).some(isFolded);
+const within = (section, inner) => chainOf(inner).includes(section);
 
 function showSectionState(section) {
   const row = section.row;
@@ -320,7 +320,7 @@ function applyEnded() {
 }
 
 function unfoldAround(line) {
-  for (let section = line.section; section; section = section.parent) {
+  for (const section of chainOf(line.section)) {
     if (isFolded(section)) {
       section.folded = false;
       applyFold(section);
@@ -470,7 +470,8 @@ function showLineCount() {
 
 // Live lines: parsed at once (sections, counts), drawn at the next animation frames.
 function receive(lines) {
-  const fresh = lines.length && lines[0].n > last ? lines : lines.filter((line) => line.n > last); // a replay after a reconnect
+  // A reconnection may replay lines already received.
+  const fresh = lines.length && lines[0].n > last ? lines : lines.filter((line) => line.n > last);
   if (!fresh.length) return;
   liveSection = parse(fresh, liveSection);
   noteStops(fresh);
@@ -486,9 +487,17 @@ function receive(lines) {
 function drawPending(budget) {
   frame = 0;
   const limit = following ? MAX_LIVE_LINES : MAX_LINES_READING;
-  // Far behind: a view that follows jumps to the tail, drawing only the newest lines that
-  // fit in this frame (the others become earlier lines); one that reads keeps what it can.
-  const keep = following ? Math.min(limit, Math.max(64, Math.floor(budget / msPerLine))) : limit;
+  // Far behind (more than this frame can build): a view that follows jumps to the tail and
+  // draws only its newest lines, the others become earlier lines; one that reads keeps what
+  // it can.
+  const fits = Math.max(64, Math.floor(budget / msPerLine));
+  const jump = following && pending.length > Math.min(fits, limit);
+  if (jump && budget !== Infinity && performance.now() - jumpedAt < FLOOD_REDRAW_MS) {
+    frame = requestAnimationFrame(() => drawPending(FRAME_BUDGET_MS));
+    return;
+  }
+  if (jump) jumpedAt = performance.now();
+  const keep = jump ? Math.min(fits, JUMP_LINES) : limit;
   if (pending.length > keep) {
     pending = pending.slice(-keep);
     view = null;
@@ -509,7 +518,7 @@ function drawPending(budget) {
   trim(limit);
   forgetDetachedMarks();
   applyEnded();
-  for (let section = liveSection; section; section = section.parent) showSectionState(section);
+  for (const section of chainOf(liveSection)) showSectionState(section);
   updateEarlier();
   showLineCount();
   if (following) scrollToEnd();
@@ -626,9 +635,13 @@ async function openWindow(n) {
   });
 }
 
+let navigation = 0; // the latest reveal(): one still loading its lines must not scroll after it
+
 // Makes line n drawn (loading it and lines around it if needed), unfolds its sections and
-// scrolls to it. Returns its row, or null for a line that does not exist.
+// scrolls to it. Returns its row, or null for a line that does not exist or a reveal that
+// a later one overtook.
 async function reveal(n) {
+  const ticket = ++navigation;
   if (!rowOf(n) && pending.length && n >= pending[0].n) drawPending(Infinity);
   if (!rowOf(n) && n >= 1 && n <= last) {
     const top = beforeFirst + 1;
@@ -636,7 +649,7 @@ async function reveal(n) {
     else await openWindow(n);
   }
   const row = rowOf(n);
-  if (!row) return null;
+  if (!row || ticket !== navigation) return null;
   unfoldAround(lineOf.get(row));
   setFollowing(false);
   // An ::endgroup:: line is never shown: the line before it stands in for it.
@@ -662,11 +675,10 @@ function highlight(n) {
 
 async function goToLine(n) {
   try {
-    await reveal(n);
+    if (await reveal(n)) highlight(n);
   } catch (error) {
     earlierText.textContent = `Could not load line ${n} (${error.message}).`;
   }
-  highlight(n);
 }
 
 log.addEventListener("click", (event) => {
