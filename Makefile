@@ -43,6 +43,7 @@ bench: setup-dev
 	$(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-sqlite.json
 	DATABASE_URL=$(BENCH_POSTGRES)/runlog_bench $(BIN)/python -m tests.bench.bench_capture --json bench-results/capture-postgresql.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
+	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_search --json bench-results/search.json
 	$(BIN)/python -m tests.bench.bench_page --json bench-results/page-sqlite.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_page --database postgresql --json bench-results/page-postgresql.json
 
@@ -50,4 +51,5 @@ bench: setup-dev
 bench-smoke: setup-dev
 	$(BIN)/python -m tests.bench.bench_capture --lines 5000 --repeat 1 --prints 5000
 	$(BIN)/python -m tests.bench.bench_streaming --quick --databases sqlite
+	$(BIN)/python -m tests.bench.bench_search --quick --databases sqlite
 	$(BIN)/python -m tests.bench.bench_page --quick

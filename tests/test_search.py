@@ -126,7 +126,13 @@ def test_a_regex_is_searched_with_pythons_syntax(client: Client, run: Job) -> No
     assert matches(client, run, q=r"[\]x]{255} needle", regex=1) == [13]  # PostgreSQL counts to 255 at most
 
 
-def test_after_limit_and_more_page_through_the_matches(client: Client) -> None:
+@pytest.mark.parametrize("probe_lines", [search.PROBE_LINES, 4])
+def test_after_limit_and_more_page_through_the_matches(
+    client: Client, monkeypatch: pytest.MonkeyPatch, probe_lines: int
+) -> None:
+    # PostgreSQL searches the first lines, then the rest: the matches are the same wherever
+    # the boundary falls.
+    monkeypatch.setattr(search, "PROBE_LINES", probe_lines)
     job = finished_run([f"line {n}" + (" hit" if n % 3 == 0 else "") for n in range(1, 31)])
     every = list(range(3, 31, 3))
     assert ask(client, job, q="hit", limit=4).json() == {"matches": every[:4], "line_count": 30, "more": True}

@@ -34,7 +34,7 @@ from re import _parser as sre_parser
 from typing import Any
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import BooleanField
+from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from jobs.models import Job, LogLine
@@ -48,6 +48,8 @@ MAX_MATCHES = 10_000
 TIME_LIMIT = 10.0
 #: Shortest required text worth a substring search before the regex engine.
 MIN_PREFILTER = 2
+#: Lines PostgreSQL searches first in order, before it scans the rest in parallel.
+PROBE_LINES = 20_000
 
 #: ASCII letters that Python's re, ignoring case, also finds as a non-ASCII letter (İ and ı,
 #: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them.
@@ -107,39 +109,39 @@ def find(job: Job, query: Query, after: int, limit: int) -> Found:
     that the query finds."""
     if after >= job.line_count:
         return Found([], False)
-    lines = LogLine.objects.filter(job_id=job.id, number__gt=after, number__lte=job.line_count)
-    for sql, params in _conditions(connection.vendor, query):
-        # Only the quoted column name is formatted into `sql`; every value is a parameter.
-        lines = lines.filter(RawSQL(sql, params, output_field=BooleanField()))  # noqa: S611
-    # One more than asked: whether it exists is `more`.
-    numbers_query = lines.order_by("number").values_list("number", flat=True)[: limit + 1]
+    sql, params = _condition(connection.vendor, query)
+    # Only the quoted column name is formatted into `sql`; every value is a parameter.
+    found = RawSQL(sql, params, output_field=BooleanField())  # noqa: S611
+    lines = LogLine.objects.filter(found, job_id=job.id).values_list("number", flat=True).order_by()
+    wanted = limit + 1  # one more than asked: whether it exists is `more`
     if connection.vendor == "postgresql":
-        numbers = _on_postgresql(numbers_query)
-    elif query.regex:
-        numbers = _in_child(numbers_query, query.flags)
+        numbers = _on_postgresql(lines, after, job.line_count, wanted)
     else:
-        numbers = _on_sqlite(numbers_query)
+        first = lines.filter(number__gt=after, number__lte=job.line_count).order_by("number")[:wanted]
+        numbers = _in_child(first, query.flags) if query.regex else _on_sqlite(first)
     return Found(numbers[:limit], len(numbers) > limit)
 
 
 # --- What the database tests -------------------------------------------------------------------
 
 
-def _conditions(vendor: str, query: Query) -> list[tuple[str, list[Any]]]:
-    """SQL conditions on a line's text (and their parameters), cheapest first."""
+def _condition(vendor: str, query: Query) -> tuple[str, list[Any]]:
+    """The SQL condition on a line's text, and its parameters."""
     column = connection.ops.quote_name(LogLine._meta.get_field("text").column)
     if not query.regex:
-        return [_contains(vendor, column, query.text, query.case_sensitive)]
-    conditions = []
+        return _contains(vendor, column, query.text, query.case_sensitive)
     ignore_case = bool(query.flags & re.IGNORECASE)
-    required = required_text(query.text, query.flags)
-    if len(required) >= MIN_PREFILTER:
-        conditions.append(_contains(vendor, column, required, not ignore_case))
     if vendor == "postgresql":
-        conditions.append((f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)]))
+        matches = (f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)])
     else:
-        conditions.append((f"{column} REGEXP %s", [query.text]))  # the child compiles it with the flags
-    return conditions
+        matches = (f"{column} REGEXP %s", [query.text])  # the child compiles it with the flags
+    required = required_text(query.text, query.flags)
+    if len(required) < MIN_PREFILTER:
+        return matches
+    prefilter = _contains(vendor, column, required, not ignore_case)
+    # CASE, not AND: PostgreSQL orders ANDed conditions by its cost estimates, which rate
+    # a regex as cheap as a substring search, and would run the regex on every line.
+    return f"CASE WHEN {prefilter[0]} THEN {matches[0]} ELSE FALSE END", prefilter[1] + matches[1]
 
 
 def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> tuple[str, list[Any]]:
@@ -220,13 +222,35 @@ def _too_slow() -> SearchError:
     )
 
 
-def _on_postgresql(numbers_query: Any) -> list[int]:
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(milliseconds)])
+def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int) -> list[int]:
+    """The first `wanted` numbers of `lines` in after+1..upto, in two steps, because the
+    planner cannot know how many lines a search finds (it guesses a third, or a half):
+    - the first PROBE_LINES lines, in order along the (job, number) index, which stops as
+      soon as it has found enough: a common text is answered here, in milliseconds;
+    - otherwise the rest, as a scan of all of it, in parallel, its matches then sorted.
+      Asked in one query with ORDER BY and LIMIT, the planner expects to stop early and
+      reads a million lines along the index in one process. Expecting a third of the lines
+      to match, it would not scan in parallel either (passing rows between processes has
+      a cost): a search's rows are few, so that cost is made small for this transaction."""
+    probe_end = min(upto, after + PROBE_LINES)
+    with transaction.atomic(), connection.cursor() as cursor:
+        milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true), set_config('parallel_tuple_cost', '0.001', true)",
+            [str(milliseconds)],
+        )
         try:
-            return list(numbers_query)
+            numbers = list(lines.filter(number__gt=after, number__lte=probe_end).order_by("number")[:wanted])
+            if len(numbers) == wanted or probe_end == upto:
+                return numbers
+            rest, params = lines.filter(number__gt=probe_end, number__lte=upto).query.sql_with_params()
+            column = connection.ops.quote_name(LogLine._meta.get_field("number").column)
+            # OFFSET 0 keeps the planner from pushing ORDER BY and LIMIT into the scan.
+            cursor.execute(
+                f"SELECT {column} FROM ({rest} OFFSET 0) AS found ORDER BY {column} LIMIT %s",  # noqa: S608
+                [*params, wanted - len(numbers)],
+            )
+            return numbers + [number for (number,) in cursor.fetchall()]
         except DatabaseError as exc:
             sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
             if sqlstate == "57014":  # query_canceled: the statement timeout
@@ -237,7 +261,7 @@ def _on_postgresql(numbers_query: Any) -> list[int]:
             raise
 
 
-def _on_sqlite(numbers_query: Any) -> list[int]:
+def _on_sqlite(numbers_query: QuerySet[LogLine, int]) -> list[int]:
     connection.ensure_connection()
     database = connection.connection
     deadline = time.monotonic() + TIME_LIMIT
@@ -259,7 +283,7 @@ def _on_sqlite(numbers_query: Any) -> list[int]:
         database.set_progress_handler(None, 0)
 
 
-def _in_child(numbers_query: Any, flags: int) -> list[int]:
+def _in_child(numbers_query: QuerySet[LogLine, int], flags: int) -> list[int]:
     sql, params = numbers_query.query.sql_with_params()
     request = {
         "database": str(connection.settings_dict["NAME"]),

@@ -106,7 +106,7 @@ def database_url(database: str, run_dir: Path) -> str:
         return f"sqlite:///{run_dir}/db.sqlite3"
     if database == "postgresql":
         server = os.environ.get("BENCH_POSTGRES", "postgres://root@127.0.0.1:5432")
-        return f"{server}/bench_stream_{run_dir.name.replace('-', '_')}"
+        return f"{server}/{run_dir.parent.name}_{run_dir.name.replace('-', '_')}"
     raise ValueError(f"unknown database {database!r}: sqlite or postgresql")
 
 
