@@ -148,9 +148,10 @@ def end_run(job: Job, status: str) -> None:
 START = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def test_live_log_follows_a_run_to_its_end(page: Any, server: LiveServer) -> None:
+@pytest.mark.parametrize("query", ["", "?batch=0"], ids=["batches", "one line per event"])
+def test_live_log_follows_a_run_to_its_end(page: Any, server: LiveServer, query: str) -> None:
     job = queued("demo.count", n=30, interval=0.02)
-    open_job(page, server, job)
+    open_job(page, server, job, query)
     expect(page.locator("#status-badge")).to_have_text("Queued")
     expect(page.locator("#live")).to_have_text("Live")
     begin(job)

@@ -13,7 +13,9 @@ opens before its run starts, so that every line reaches it live. Per viewer:
 - intake: lines per second reaching the page's script, from the first line event to the
   last (the events' ids count the lines);
 - the longest frame while the page follows: the longest interval between two animation
-  frames from the first line event to the final state, and the frames over 200 ms.
+  frames from the first line event to the final state, and the frames over 200 ms; in the
+  JSON, the slowest long animation frame split into script, rendering and the rest (the
+  browser's own tasks, such as parsing the stream, and waiting for a CPU).
 
 Viewers, each with a flood of its own, in turns so that the machine's noise spreads over all:
 - the page (events with batches of lines),
@@ -67,7 +69,19 @@ PATIENCE = 300
 INSTRUMENT = """
 (() => {
   const bench = window.__bench = {firstLine: 0, lastLine: 0, lines: 0, done: 0, statusShown: 0,
-    lastShown: 0, longestFrame: 0, slowFrames: 0, frames: 0};
+    lastShown: 0, longestFrame: 0, slowFrames: 0, frames: 0, slowest: null};
+  // The slowest long animation frame: how much of it was script, rendering, or neither
+  // (other tasks such as the browser's parsing of the stream, or waiting for a CPU).
+  new PerformanceObserver((entries) => {
+    for (const frame of entries.getEntries()) {
+      if (!bench.firstLine || (bench.statusShown && bench.lastShown)) continue;
+      if (bench.slowest && frame.duration <= bench.slowest.duration) continue;
+      const script = frame.scripts.reduce((sum, each) => sum + each.duration, 0);
+      // Style, layout and paint (the animation frame callbacks count as script).
+      const rendering = frame.styleAndLayoutStart ? frame.startTime + frame.duration - frame.styleAndLayoutStart : 0;
+      bench.slowest = {duration: frame.duration, script, rendering, other: frame.duration - script - rendering};
+    }
+  }).observe({type: "long-animation-frame"});
   const listen = EventSource.prototype.addEventListener;
   EventSource.prototype.addEventListener = function (type, listener, options) {
     if (type !== "lines" && type !== "message" && type !== "done") return listen.call(this, type, listener, options);
@@ -261,6 +275,7 @@ class PageBench:
             "longest_frame_ms": seen["longestFrame"],
             "slow_frames": seen["slowFrames"],
             "frames": seen["frames"],
+            "slowest_frame": seen["slowest"],
             "flood_lines_per_s": rate(job.line_count, job.started_at.timestamp() * 1000, ended),
         }
 
@@ -329,7 +344,8 @@ def rate(lines: int, first_ms: float, last_ms: float) -> float | None:
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in runs[0] if runs[0][key] is not None}
+    numbers = [key for key, value in runs[0].items() if isinstance(value, int | float)]
+    return {key: statistics.median(run[key] for run in runs) for key in numbers}
 
 
 def print_table(results: dict[str, Any]) -> None:
