@@ -45,6 +45,8 @@ bench: setup-dev
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_streaming --json bench-results/streaming.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_workers --json bench-results/workers.json
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_search --json bench-results/search.json
+	$(BIN)/python -m tests.bench.bench_page --json bench-results/page-sqlite.json
+	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_page --database postgresql --json bench-results/page-postgresql.json
 
 # A smoke run of the benchmarks (small sizes, SQLite): seconds, so that CI keeps them working.
 bench-smoke: setup-dev
@@ -52,3 +54,4 @@ bench-smoke: setup-dev
 	$(BIN)/python -m tests.bench.bench_streaming --quick --databases sqlite
 	$(BIN)/python -m tests.bench.bench_workers --quick --databases sqlite
 	$(BIN)/python -m tests.bench.bench_search --quick --databases sqlite
+	$(BIN)/python -m tests.bench.bench_page --quick

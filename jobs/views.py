@@ -7,6 +7,7 @@ jobs.streaming.endpoints; these views only render what is stored and hand the UR
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from jobs import registry
 from jobs.display import format_duration
 from jobs.launcher import relaunch
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, LogLine
 from jobs.params import InvalidParameters
 
 #: Lines rendered with the page; earlier ones are fetched on demand (log.js) or read in log.txt.
@@ -35,6 +36,16 @@ class JobFilterForm(forms.Form):
 
     status = forms.ChoiceField(choices=[("", "Any status"), *JobStatus.choices], required=False)
     name = forms.CharField(required=False, max_length=200, label="Name contains")
+
+
+def line_times(lines: list[LogLine]) -> tuple[str, str]:
+    """The lines' times for log.js, compactly: the first one (ISO 8601), and each line's as
+    milliseconds after it, comma-separated."""
+    if not lines:
+        return "", ""
+    first = lines[0].created_at
+    offsets = (round((line.created_at - first) / timedelta(milliseconds=1)) for line in lines)
+    return first.isoformat(), ",".join(map(str, offsets))
 
 
 def display_value(value: Any) -> str:
@@ -73,6 +84,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
     last_rendered = lines[-1].number if lines else before_tail
     params = job.params.items() if isinstance(job.params, dict) else []
     duration = job.duration
+    time_zero, time_offsets = line_times(lines)
     context = {
         "job": job,
         "spec": spec,
@@ -80,6 +92,10 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "duration": format_duration(duration),
         "duration_seconds": None if duration is None else duration.total_seconds(),
         "lines": lines,
+        "time_zero": time_zero,
+        "time_offsets": time_offsets,
+        # log.js asks for lines in batches; ?batch=0 keeps one line per event (for comparison).
+        "batch_events": request.GET.get("batch") != "0",
         "before_tail": before_tail,
         "earlier_page": min(before_tail, TAIL_LINES),
         "last_rendered": last_rendered,

@@ -274,7 +274,7 @@ def test_detail_escapes_job_output_parameters_and_error(viewer: Client) -> None:
     assert XSS not in html
     assert html.count(XSS_ESCAPED) == 3
     # No inline script at all: the page's code comes from the static file.
-    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/jobs/log.js" defer>']
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/jobs/log.js">']
 
 
 def test_detail_renders_only_the_tail_of_a_big_log(viewer: Client) -> None:

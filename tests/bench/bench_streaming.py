@@ -423,10 +423,17 @@ class ServerConfig:
 
 
 class Server:
-    """gunicorn with the project's config file, in its own process group."""
+    """gunicorn with the project's config file, in its own process group; it serves the code
+    of `tree` (by default this checkout's)."""
 
     def __init__(
-        self, config: ServerConfig, database_url: str, secret_key: str, label: str, env: dict[str, str] | None = None
+        self,
+        config: ServerConfig,
+        database_url: str,
+        secret_key: str,
+        label: str,
+        env: dict[str, str] | None = None,
+        tree: Path = PROJECT_DIR,
     ) -> None:
         self.config = config
         self.port = _free_port()
@@ -454,7 +461,7 @@ class Server:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", app, "--config", "config/gunicorn.conf.py",
                  "--bind", f"127.0.0.1:{self.port}", *extra],
-                cwd=PROJECT_DIR, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self._wait_ready()
 
