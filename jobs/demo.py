@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 
-from jobs import job, progress, run_command, sleep
+from jobs import job, progress, run_command, section, sleep
 
 logger = logging.getLogger("demo")
 
@@ -88,3 +88,22 @@ def progress_demo(steps: Count = 20, delay: Seconds = 0.5, mode: Literal["fast",
         progress(step, steps, f"step {step} of {steps} ({mode})")
         sleep(delay)
     print(f"Worked through {steps} steps")
+
+
+@job(
+    "demo.build",
+    title="Build",
+    description="A CI-like build: `jobs.section` groups, ANSI colours, a warning and a summary.",
+)
+def build(packages: Count = 4, tests: Count = 6, delay: Seconds = 0.2) -> None:
+    with section("Install dependencies"):
+        for index in range(packages):
+            print(f"\x1b[32m✔\x1b[0m package-{index} \x1b[2m(cached)\x1b[0m")
+            sleep(delay)
+    with section("Run tests"):
+        for index in range(tests):
+            with section(f"test_case_{index}"):
+                print(f"\x1b[1mtest_case_{index}\x1b[0m ... \x1b[32mPASSED\x1b[0m")
+                sleep(delay)
+        logger.warning("1 test took longer than expected")
+    print(f"\x1b[1;32mBuild succeeded:\x1b[0m {tests} passed, {packages} packages")

@@ -498,7 +498,17 @@ def test_params_are_stored_as_json_and_reach_the_job_as_python_values(as_text: b
 
 
 @pytest.mark.parametrize(
-    "name", ["demo.count", "demo.flood", "demo.fail", "demo.echo", "demo.command", "demo.logging", "demo.threads"]
+    "name",
+    [
+        "demo.count",
+        "demo.flood",
+        "demo.fail",
+        "demo.echo",
+        "demo.command",
+        "demo.logging",
+        "demo.threads",
+        "demo.build",
+    ],
 )
 def test_demo_job_is_registered(name: str) -> None:
     spec = registry.get(name)
@@ -515,6 +525,32 @@ def test_demo_count() -> None:
     assert log_texts(run) == ["Task #0", "Task #1", "Task #2", "Done"]
     run.refresh_from_db()
     assert (run.progress_done, run.progress_total) == (3, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_demo_build_prints_sections_and_colours() -> None:
+    run = run_now("demo.build", packages=1, tests=1, delay=0)
+
+    assert run.status == JobStatus.SUCCEEDED
+    assert log_texts(run) == [
+        "::group::Install dependencies",
+        "\x1b[32m✔\x1b[0m package-0 \x1b[2m(cached)\x1b[0m",
+        "::endgroup::",
+        "::group::Run tests",
+        "::group::test_case_0",
+        "\x1b[1mtest_case_0\x1b[0m ... \x1b[32mPASSED\x1b[0m",
+        "::endgroup::",
+        "WARNING demo: 1 test took longer than expected",
+        "::endgroup::",
+        "\x1b[1;32mBuild succeeded:\x1b[0m 1 passed, 1 packages",
+    ]
+
+
+@pytest.mark.parametrize("params", [{"packages": -1}, {"tests": -2}, {"delay": -0.1}, {"n": -1}])
+def test_demo_jobs_refuse_negative_counts(params: dict[str, float]) -> None:
+    name = "demo.count" if "n" in params else "demo.build"
+    with pytest.raises(InvalidParameters, match="greater than or equal to 0"):
+        registry.get(name).clean(params)
 
 
 @pytest.mark.django_db(transaction=True)
