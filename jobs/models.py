@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from jobs.choices import JobStatus, LogStream
 
-__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogLineQuerySet", "LogStream", "column_of"]
+__all__ = ["Job", "JobQuerySet", "JobStatus", "LogLine", "LogLineQuerySet", "LogStream", "Row", "column_of"]
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -135,8 +135,13 @@ class Job(models.Model):
         return bool(updated)
 
 
+#: (number, stream, created_at, text): one stored line, as viewers see it. created_at is a
+#: datetime for live lines, the database's text for lines read back (jobs.streaming.formats reads both).
+Row = tuple[int, str, datetime | str, str]
+
+
 class LogLineQuerySet(models.QuerySet["LogLine"]):
-    def rows_after(self, job_id: uuid.UUID, after: int, limit: int) -> list[tuple[int, str, str, str]]:
+    def rows_after(self, job_id: uuid.UUID, after: int, limit: int) -> list[Row]:
         """(number, stream, created_at as the database's text, text) of the run's stored
         lines after+1 .. after+limit, for streaming them.
 
@@ -152,15 +157,15 @@ class LogLineQuerySet(models.QuerySet["LogLine"]):
         sql, params = rows.values_list("number", "stream", stored_at, "text").query.sql_with_params()
         with connections[self.db].cursor() as cursor:
             cursor.execute(sql, params)
-            fetched: list[tuple[int, str, str, str]] = cursor.fetchall()
+            fetched: list[Row] = cursor.fetchall()
             return fetched
 
 
 def column_of(model: type[models.Model], field_name: str) -> str:
     """The database column of one of `model`'s own fields, for SQL written by hand."""
     field = model._meta.get_field(field_name)
-    if not isinstance(field, models.Field):
-        raise TypeError(f"{model.__name__}.{field_name} is a relation's other side, not a column")
+    if not isinstance(field, models.Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{field_name} has no column of its own")
     return field.column
 
 

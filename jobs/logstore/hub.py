@@ -23,10 +23,10 @@ import time
 import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from jobs.logstore.writer import Batch
+from jobs.models import Row
 
 #: Items a subscriber may hold before it is cut off and told to read the database.
 SUBSCRIBER_BUFFER = 1024
@@ -37,10 +37,6 @@ WAKEUPS_PER_SECOND = 1000
 #: wake-ups grow with the viewers again, at 1 / MAX_PAUSE per viewer. Half a second is
 #: still live to a reader (Jenkins polls a running build's log every few seconds).
 MAX_PAUSE = 0.5
-
-#: (number, stream, created_at, text): one stored line, as viewers see it. created_at is a
-#: datetime for live lines, the database's text for lines read back (jobs.streaming.formats reads both).
-Row = tuple[int, str, datetime | str, str]
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
-from jobs.logstore.hub import JobChanged, JobState, Row, StoredLines, StreamsClosing, Subscription, hub, rows_of
+from jobs.logstore.hub import JobChanged, JobState, StoredLines, StreamsClosing, Subscription, hub, rows_of
 from jobs.logstore.writer import Batch
-from jobs.models import Job, LogLine
+from jobs.models import Job, LogLine, Row
 from jobs.streaming.poller import poller
 
 #: Lines per database read while replaying: large enough to stream fast, small enough to

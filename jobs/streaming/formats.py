@@ -10,8 +10,7 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from jobs.logstore.hub import Row
-from jobs.models import Job
+from jobs.models import Job, Row
 from jobs.streaming.follow import Done, Event, Heartbeat, Lines, Progress, Status
 
 #: Milliseconds EventSource waits before it reconnects (the stream's first line).
