@@ -235,9 +235,9 @@ class PageBench:
 
     def start(self, job: Any) -> Any:
         """Start the run in this process; its row once it has ended."""
-        from jobs.running.runner import get_runner
+        from jobs.tasks import run_job
 
-        get_runner().submit(job.id)
+        run_job.enqueue(str(job.id))
         deadline = time.monotonic() + PATIENCE
         while not job.is_finished:
             if time.monotonic() > deadline:
