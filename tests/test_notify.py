@@ -39,6 +39,7 @@ from tests.conftest import (
     stop_server,
     store_lines,
     stored_lines,
+    wait_for,
 )
 from tests.sse_client import HttpStream, Line, SseEvent, line_of, sse_events
 
@@ -198,7 +199,7 @@ def test_the_listener_reconnects_and_no_line_is_lost_or_repeated(
                 events = sse_events(stream)
                 first_status(events)
                 lines = read_to_the_last_line(events, "Task #20")
-                (killed,) = listeners(name)
+                (killed,) = wait_for(lambda: listeners(name), "the server to listen")
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_terminate_backend(%s)", [killed])
                 killed_at = timezone.now()

@@ -113,7 +113,9 @@ class Poller:
         if self._resync:
             runs = set(watched)
         else:
-            runs = self._due | (watched - self._seen.keys())
+            runs = set(self._due)
+            if self._listening:
+                runs |= watched - self._seen.keys()
             if polled and now >= self._next_poll:
                 runs |= polled
         if runs:
