@@ -7,7 +7,8 @@ with worker processes.
 - launch: from `jobs.launch()` to the run's first line stored (the line's own timestamp,
   set by the flusher that stored it), for each backend: threads (this process), database
   (one `manage.py db_worker`, at its default poll interval and at 0.1 s) and celery (one
-  prefork worker, Redis broker). Sequential launches of demo.echo; median and p90.
+  prefork worker, Redis broker). Launches of demo.echo one at a time, each after a random
+  pause that leaves the worker idle; median and p90.
 - throughput: N `db_worker` processes, each flooding one demo.flood run of --lines lines at
   once; lines stored per second in all, from the first run's start to the last one's end.
   The baseline is one process, in the same run.
@@ -142,7 +143,7 @@ def workers(env: dict[str, str], backend: str, count: int, *args: str) -> Iterat
 
 #: Runs in a child process per backend: sequential launches, each waited for.
 LAUNCH_SCRIPT = """
-import json, sys, time
+import json, random, sys, time
 import django
 django.setup()
 from django.utils import timezone
@@ -150,6 +151,7 @@ import jobs
 from jobs.models import Job, LogLine
 delays = []
 for _ in range(int(sys.argv[1])):
+    time.sleep(random.uniform(0.2, 1.2))  # a launch finds the worker idle, at a random point of its poll
     launched = timezone.now()
     job = jobs.launch("demo.echo", text="hello")
     while not Job.objects.filter(pk=job.pk, status__in=["succeeded", "failed", "cancelled", "lost"]).exists():
