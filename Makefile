@@ -34,6 +34,7 @@ test: setup-dev
 lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Benchmarks: tables on the terminal, the same figures as JSON in bench-results/. Each runs
 # on SQLite and on the PostgreSQL server of BENCH_POSTGRES (its own databases, dropped after).

@@ -286,6 +286,22 @@ def test_batch_mode_resumes_a_running_run_exactly_once(client: Client) -> None:
 # --- log.txt, lines, status ---------------------------------------------------------------------
 
 
+def test_head_of_log_txt_and_status_answers_their_headers_without_a_body(client: Client) -> None:
+    finished = finished_run(["first"])
+    running = running_run()  # a HEAD of its followed log must not wait for its end
+    for url, content_type in [
+        (f"/jobs/{finished.id}/log.txt", "text/plain; charset=utf-8"),
+        (f"/jobs/{running.id}/log.txt?follow=1", "text/plain; charset=utf-8"),
+        (f"/jobs/{finished.id}/log.txt?download=1", "text/plain; charset=utf-8"),
+        (f"/jobs/{finished.id}/status", "application/json"),
+    ]:
+        response = client.head(url)
+        assert response.status_code == 200, url
+        assert response["Content-Type"] == content_type
+        assert b"".join(response.streaming_content if response.streaming else [response.content]) == b""
+    assert client.head(f"/jobs/{finished.id}/log.txt?download=1")["Content-Disposition"].startswith("attachment")
+
+
 def test_log_txt_is_every_stored_line_after_the_offset(client: Client) -> None:
     job = finished_run(["first", "<b>second</b>", "third"])
     response = client.get(f"/jobs/{job.id}/log.txt")

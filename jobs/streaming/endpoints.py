@@ -27,10 +27,11 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from jobs.launcher import cancel_run
 from jobs.models import Job, LogLine
@@ -43,7 +44,7 @@ MAX_OFFSET = 2_147_483_647
 #: Most lines one /lines request returns.
 MAX_LINES_PER_REQUEST = 5000
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 class BadInput(ValueError):
@@ -53,7 +54,7 @@ class BadInput(ValueError):
 def _requires(permission: str) -> Callable[[View], View]:
     def decorator(view: View) -> View:
         @wraps(view)
-        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if not request.user.has_perm(permission):
                 return HttpResponseForbidden(f"You need the {permission} permission.", content_type="text/plain")
             try:
@@ -76,7 +77,7 @@ def _viewer(view: View) -> View:
     exhausted PostgreSQL's 100 ("too many clients") with 200 viewers."""
 
     @wraps(view)
-    def bounded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def bounded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         database = ViewerDatabase()
         try:
             database.acquire()
@@ -116,7 +117,9 @@ def _flag(request: HttpRequest, name: str) -> bool:
     raise BadInput(f"{name} must be 1 or 0, not {value[:50]!r}.")
 
 
-def _stream(request: HttpRequest, job: Job, after: int, live: bool, encode: Callable[[Event], bytes]) -> Iterable[Any]:
+def _stream(
+    request: HttpRequest, job: Job, after: int, live: bool, encode: Callable[[Event], bytes]
+) -> Iterator[bytes] | AsyncIterator[bytes]:
     """The encoded events of the run, from the generator that suits the server."""
     if isinstance(request, ASGIRequest):
 
@@ -143,7 +146,7 @@ def _peer_closed(sock: socket.socket) -> bool:
         return True
 
 
-def _streaming_response(content: Iterable[Any], content_type: str) -> StreamingHttpResponse:
+def _streaming_response(content: Iterator[bytes] | AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(content, content_type=content_type)
     # Every proxy and browser must pass each line on as it comes.
     response["Cache-Control"] = "no-cache"
@@ -152,15 +155,18 @@ def _streaming_response(content: Iterable[Any], content_type: str) -> StreamingH
     return response
 
 
-@require_GET
+@require_safe
 @_viewer
 @_requires("jobs.view_job")
-def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponseBase:
     """The stored lines after `offset` as text/plain; with `follow=1`, then the live lines
     until the run ends; with `download=1`, as a file to save."""
     after, follow, download = _offset(request), _flag(request, "follow"), _flag(request, "download")
     job = get_object_or_404(Job, pk=job_id)
-    content = _stream(request, job, after, follow and not job.is_finished, formats.plain_text)
+    if request.method == "HEAD":  # the headers only: nothing to read, nothing to follow
+        content: Iterator[bytes] | AsyncIterator[bytes] = iter(())
+    else:
+        content = _stream(request, job, after, follow and not job.is_finished, formats.plain_text)
     response = _streaming_response(content, "text/plain; charset=utf-8")
     if download:
         response["Content-Disposition"] = content_disposition_header(True, download_name(job))
@@ -180,7 +186,7 @@ def download_name(job: Job) -> str:
 @require_GET
 @_viewer
 @_requires("jobs.view_job")
-def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponseBase:
     """Server-Sent Events: the run's status, its lines after the offset, live lines,
     progress and status changes, heartbeats, and `done` when it ends. With `batch=1`, lines
     come as `lines` events of up to formats.BATCH_LINES lines each."""
@@ -235,7 +241,7 @@ def search_log(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     return JsonResponse({"matches": found.numbers, "line_count": job.line_count, "more": found.more})
 
 
-@require_GET
+@require_safe
 @_requires("jobs.view_job")
 def job_status(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("launched_by", "cancelled_by"), pk=job_id)
