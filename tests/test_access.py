@@ -1,7 +1,7 @@
-"""Who may do what: every URL of the app against every kind of user (issue 5, part 9).
+"""Who may do what: every URL of the app against every kind of user.
 
-The expected answer of each cell is written out in MATRIX below, derived from DESIGN.md
-("Permissions"): the pages redirect anonymous users and users without `jobs.view_job` to
+The expected answer of each cell is written out in MATRIX below, derived from the
+permissions (README.md, "Who can do what"): the pages redirect anonymous users and users without `jobs.view_job` to
 the login; log.txt, events, lines, search and status answer them 403 (their callers are
 EventSource, fetch() and scripts, which cannot follow a login page); launching needs
 `jobs.add_job`; cancel and re-run need `jobs.change_job`. The admin behaves as Django's

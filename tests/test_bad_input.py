@@ -1,7 +1,7 @@
-"""Bad input, found by hypothesis, and untrusted output (issue 5, parts 6, 7 and 8).
+"""Bad input, found by hypothesis, and untrusted output.
 
 - Offsets, Last-Event-ID and limit: any text gets a 400 with a message, or exactly the lines
-  after the offset it names; never a 500, a duplicate or a gap (DESIGN.md, "Line offsets").
+  after the offset it names; never a 500, a duplicate or a gap (docs/architecture.md, "Contracts").
 - Run ids: anything that is not the id of a run is a 404.
 - Job parameters of every supported type, from the admin form and from the Python API: a
   run whose stored parameters have the declared types, or a form error; never a crash.

@@ -1,4 +1,4 @@
-"""Faults (issue 5): what a run's log keeps when something breaks under it.
+"""Faults: what a run's log keeps when something breaks under it.
 
 1. The process running a job is killed (`kill -9`): a `manage.py runjob` child, or the
    gunicorn worker that runs an admin-launched run. Another process marks the run lost

@@ -4,7 +4,7 @@ raw-socket client (tests/sse_client.py) that stamps each byte with its arrival.
 
 What is proved here is what a user of the stream relies on: lines arrive while the run is
 still running (nothing in the chain buffers them), every line comes exactly once in order
-whatever the reconnects (the resume contract of DESIGN.md), a stream ends when its run
+whatever the reconnects (the resume contract, docs/architecture.md), a stream ends when its run
 ends, an idle stream is kept alive, and a client that leaves frees its server thread.
 
 A run launched with jobs.launcher.launch() runs in this test process, so for the server it

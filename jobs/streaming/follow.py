@@ -6,7 +6,7 @@ two kinds of steps, `Read` (a database read) and `Wait` (for the hub). A driver 
 the steps: `events()` with blocking calls in the request's thread (WSGI), `events_async()`
 with awaits (ASGI), so that one algorithm serves both without a thread per viewer on ASGI.
 
-Exactly once, in order, with no gap (the resume contract of DESIGN.md):
+Exactly once, in order, with no gap (the resume contract, docs/architecture.md):
 - The viewer subscribes to the hub before it reads anything from the database, so a line
   stored after the read is published to it, and a line stored before is in the read.
 - Every line sent has number last + 1: lines the hub repeats are skipped; when the hub's

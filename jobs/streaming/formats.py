@@ -1,5 +1,5 @@
 """How runs and their lines are written on the wire: the status JSON, the Server-Sent
-Events stream and the plain-text log (formats of DESIGN.md)."""
+Events stream and the plain-text log (the contracts of docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def to_json(data: Any) -> str:
 
 
 def line_data(rows: list[Row], *, as_events: bool = False) -> list[str]:
-    """Each row as the JSON object of DESIGN.md, {"n","stream","t","text"}, or (as_events)
+    """Each row as the JSON object of the event stream, {"n","stream","t","text"}, or (as_events)
     as a whole SSE event with its id. Built by hand: the lines of a replay are most of what
     a server sends, and this is about 4x faster than json.dumps of a dict. Lines stored
     together share one timestamp, formatted once."""
