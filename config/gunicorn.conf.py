@@ -11,13 +11,11 @@ from typing import Any
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# Threads serve requests while job threads run beside them in the same process. Each live
+# Threads serve requests (and, with TASK_BACKEND=threads, jobs run beside them). Each live
 # viewer (an event stream) holds a thread while it is connected, but costs no CPU while
-# idle. gthread does not share connections evenly between workers (one worker took up to
-# 191 of 200 viewers in tests/bench/bench_streaming.py), so each worker has threads enough
-# for all the viewers and the admin: 2 x 256 served 200 viewers of a run printing 1,000
-# lines/s with every line delivered and the admin answering meanwhile, where 2 x 16 left
-# the admin waiting behind the streams for a minute. More viewers: raise GUNICORN_THREADS.
+# idle. gthread does not share connections evenly between workers, so each worker has
+# threads enough for all the viewers and the admin (README, "Performance", has the
+# figures). More viewers: raise GUNICORN_THREADS.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "256"))
 preload_app = False

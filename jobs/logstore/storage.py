@@ -1,16 +1,15 @@
 """Storing batches of log lines: one transaction, one bulk insert, the line counts beside,
 and (on PostgreSQL) one announcement of them to the processes that watch the runs.
 
-Django's bulk_create builds and binds every row in Python (about 44,000 rows/s on SQLite
-and 32,000/s on PostgreSQL on a 2-core machine). The writer needs more, so it talks to
-the driver directly. Table and column names come from the models, not from literals.
+Django's bulk_create builds and binds every row in Python, too slowly for a flooding job,
+so the writer talks to the driver directly (docs/architecture.md has the figures). Table
+and column names come from the models, not from literals.
 
 - SQLite: one `INSERT ... SELECT ... FROM json_each(?)` per run of same-stream lines; the
   lines travel as one JSON array. executemany would need the GIL between every row, and
-  while a job thread prints, each row then waits for the GIL: measured 12,000 rows/s
-  against 210,000/s for json_each beside a busy thread. json_each is part of SQLite's
+  while a job thread prints, each row then waits for it. json_each is part of SQLite's
   JSON support, which Django's JSONField already requires.
-- PostgreSQL: binary COPY (about 100,000 rows/s here, against 75,000 for unnest()).
+- PostgreSQL: binary COPY, the fastest way in.
 """
 
 from __future__ import annotations

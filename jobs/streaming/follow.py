@@ -42,8 +42,7 @@ REPLAY_CHUNK = 10_000
 
 #: Seconds between checks that a WSGI client is still connected while its stream is idle:
 #: a client that left frees its thread within this. Each check wakes the viewer's thread,
-#: which is most of what an idle viewer costs (measured: about 0.01% of a core per viewer
-#: at 2 s), hence not more often.
+#: which is most of what an idle viewer costs, hence not more often.
 DISCONNECT_CHECK = 5.0
 
 
