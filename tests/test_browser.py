@@ -20,6 +20,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.launcher import create_run
+from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from tests.conftest import WAIT, LiveServer, enqueue, missing_tool, running_run, wait_finished
 
@@ -128,6 +129,7 @@ def write_lines(job: Job, texts: Sequence[str], *, streams: Sequence[str] = (), 
         for index, text in enumerate(texts)
     )
     Job.objects.filter(pk=job.pk).update(line_count=first + len(texts) - 1)
+    announce(job.id, first + len(texts) - 1)
 
 
 def stored_run(texts: Sequence[str], **lines: Any) -> Job:
@@ -140,7 +142,10 @@ def stored_run(texts: Sequence[str], **lines: Any) -> Job:
 
 
 def end_run(job: Job, status: str) -> None:
+    """Record the run's end, and announce it, as the process running it would."""
     Job.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now())
+    job.refresh_from_db()
+    announce(job.id, job.line_count)
 
 
 #: When stored runs started: line times are counted from here.

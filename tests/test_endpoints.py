@@ -275,6 +275,7 @@ def test_batch_mode_resumes_a_running_run_exactly_once(client: Client) -> None:
         take(second_chunks, 3000)
         store_lines(job, 3001, 4200)
         Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, finished_at=timezone.now())
+        announce(job.id, 4200)  # as a change of a run's status is
         take(second_chunks, 4200)
         take(second_chunks, 4201)  # to `done`
     finally:
