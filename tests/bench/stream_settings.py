@@ -4,8 +4,9 @@ that its job module (tests/bench/jobs.py: the bench.* jobs) is discovered like a
 
 Only these differ from production: static files are served without a manifest (no
 collectstatic for a benchmark database), passwords hash fast, the URLs add the idle
-section's baseline view (tests/bench/urls.py), and RUNLOG_NOTIFY comes from the
-environment, so that a server can be measured polling only.
+section's baseline view (tests/bench/urls.py), and RUNLOG_NOTIFY and
+RUNLOG_HEARTBEAT_INTERVAL come from the environment, so that a server can be measured
+polling only, or with a quiet supervisor.
 """
 
 import os
@@ -19,3 +20,5 @@ STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.Static
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ROOT_URLCONF = "tests.bench.urls"
 RUNLOG_NOTIFY = os.environ.get("RUNLOG_NOTIFY", "1") == "1"
+if "RUNLOG_HEARTBEAT_INTERVAL" in os.environ:
+    RUNLOG_HEARTBEAT_INTERVAL = float(os.environ["RUNLOG_HEARTBEAT_INTERVAL"])
