@@ -54,7 +54,8 @@ MAX_ALTERNATIVES = 8
 PROBE_LINES = 20_000
 
 #: ASCII letters that Python's re, ignoring case, also finds as a non-ASCII letter (İ and ı,
-#: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them.
+#: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them. PostgreSQL's
+#: engine folds them to ASCII only.
 _FOLDS_BEYOND_ASCII = frozenset("iIkKsS")
 _REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
 _CHILD = Path(__file__).with_name("sqlite_regex.py")
@@ -138,7 +139,7 @@ def _condition(vendor: str, query: Query) -> tuple[str, list[Any]]:
         matches = (f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)])
     else:
         matches = (f"{column} REGEXP %s", [query.text])  # the child compiles it with the flags
-    required = sorted(required_texts(query.text, query.flags))
+    required = sorted(required_texts(query.text, query.flags, folds_beyond_ascii=vendor != "postgresql"))
     if not required:
         return matches
     either = [_contains(vendor, column, text, not ignore_case) for text in required]
@@ -162,24 +163,28 @@ def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> tupl
     return f"{column} REGEXP %s", [f"(?i){re.escape(text)}"]
 
 
-def required_texts(pattern: str, flags: int) -> frozenset[str]:
+def required_texts(pattern: str, flags: int, *, folds_beyond_ascii: bool = True) -> frozenset[str]:
     """Texts of which every match of `pattern` contains at least one (none if nothing
     selective is known): the most selective of the runs of text the pattern spells out at
     its top level or in a plain group there, where a run may branch into a few
     alternatives (`err(or|no)`) and counts repeats (`0{4}`). Ignoring case, only ASCII
-    characters that fold to ASCII alone are kept, so that an ASCII-folding substring search
-    finds every line the pattern matches."""
+    characters are kept, so that an ASCII-folding substring search finds every line the
+    pattern matches; for a regex engine that folds i, k and s to non-ASCII letters too
+    (Python's re: İ, ı, ſ, the Kelvin sign), not those either."""
     parsed = sre_parser.parse(pattern, flags)
-    found = _required(list(parsed), bool(parsed.state.flags & re.IGNORECASE))
+    folds = (
+        None if not parsed.state.flags & re.IGNORECASE else _FOLDS_BEYOND_ASCII if folds_beyond_ascii else frozenset()
+    )
+    found = _required(list(parsed), folds)
     return found if min(map(len, found), default=0) >= MIN_PREFILTER else frozenset()
 
 
-def _required(items: list[tuple[Any, Any]], ignore_case: bool) -> frozenset[str]:
+def _required(items: list[tuple[Any, Any]], folds: frozenset[str] | None) -> frozenset[str]:
     """The best set of `items` (a sequence) of which each match contains one member."""
     candidates: list[frozenset[str]] = []
     run = frozenset({""})
     for op, value in items:
-        alone = _spelled([(op, value)], ignore_case)
+        alone = _spelled([(op, value)], folds)
         longer = _product(run, alone)
         if longer is not None or alone is not None:
             if longer is None:  # too many alternatives together: a new run starts here
@@ -190,37 +195,37 @@ def _required(items: list[tuple[Any, Any]], ignore_case: bool) -> frozenset[str]
         run = frozenset({""})
         if op in _REPEATS and value[0] >= 1:
             # x{2,}y: a match holds what came before and "xx", and its last x is followed by y.
-            once = _spelled(list(value[2]), ignore_case)
+            once = _spelled(list(value[2]), folds)
             candidates.append(_product(candidates[-1], _power(once, value[0])) or frozenset())
             run = once or run
         elif op is sre_constants.SUBPATTERN and not value[1] and not value[2]:
-            candidates.append(_required(list(value[3]), ignore_case))
+            candidates.append(_required(list(value[3]), folds))
         elif op is sre_constants.BRANCH:
-            either = [_required(list(branch), ignore_case) for branch in value[1]]
+            either = [_required(list(branch), folds) for branch in value[1]]
             if all(either):
                 candidates.append(_limited(frozenset().union(*either)) or frozenset())
     candidates.append(run)
     return max(candidates, key=lambda texts: (min(map(len, texts), default=0), -len(texts)))
 
 
-def _spelled(items: list[tuple[Any, Any]], ignore_case: bool) -> frozenset[str] | None:
+def _spelled(items: list[tuple[Any, Any]], folds: frozenset[str] | None) -> frozenset[str] | None:
     """Every text that `items` match, if they match only a few (None otherwise)."""
     texts: frozenset[str] | None = frozenset({""})
     for op, value in items:
         if texts is None:
             return None
         if op is sre_constants.LITERAL:
-            one = frozenset({chr(value)}) if _foldable(chr(value), ignore_case) else None
+            one = frozenset({chr(value)}) if _foldable(chr(value), folds) else None
         elif op is sre_constants.IN and all(kind is sre_constants.LITERAL for kind, _ in value):
-            chars = {chr(code).lower() if ignore_case else chr(code) for _, code in value}
-            one = frozenset(chars) if all(_foldable(char, ignore_case) for char in chars) else None
+            chars = {chr(code).lower() if folds is not None else chr(code) for _, code in value}
+            one = frozenset(chars) if all(_foldable(char, folds) for char in chars) else None
         elif op is sre_constants.SUBPATTERN and not value[1] and not value[2]:
-            one = _spelled(list(value[3]), ignore_case)
+            one = _spelled(list(value[3]), folds)
         elif op is sre_constants.BRANCH:
-            either = [_spelled(list(branch), ignore_case) for branch in value[1]]
+            either = [_spelled(list(branch), folds) for branch in value[1]]
             one = None if None in either else _limited(frozenset().union(*either))  # type: ignore[arg-type]
         elif op in _REPEATS and value[0] == value[1]:
-            one = _power(_spelled(list(value[2]), ignore_case), value[0])
+            one = _power(_spelled(list(value[2]), folds), value[0])
         elif op is sre_constants.AT:
             one = frozenset({""})  # an anchor matches no text
         else:
@@ -246,8 +251,10 @@ def _limited(texts: frozenset[str]) -> frozenset[str] | None:
     return texts if len(texts) <= MAX_ALTERNATIVES else None
 
 
-def _foldable(char: str, ignore_case: bool) -> bool:
-    return not ignore_case or (char.isascii() and char not in _FOLDS_BEYOND_ASCII)
+def _foldable(char: str, folds: frozenset[str] | None) -> bool:
+    """Whether a required text may hold `char`: `folds` are the ASCII letters the engine
+    folds to non-ASCII ones when it ignores case (None: it does not ignore case)."""
+    return folds is None or (char.isascii() and char not in folds)
 
 
 def postgresql_pattern(pattern: str) -> str:

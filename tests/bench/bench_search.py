@@ -158,6 +158,8 @@ def measure(lines: int, repeat: int) -> dict[str, Any]:
 
     from jobs.streaming import search
 
+    # The time limit guards a server; here a slow search is a figure, not a failure.
+    search.TIME_LIMIT = 600.0
     started = time.perf_counter()
     job = store_run(lines)
     results: dict[str, Any] = {"database": connection.vendor, "store_seconds": time.perf_counter() - started}
