@@ -48,12 +48,16 @@ MAX_MATCHES = 10_000
 TIME_LIMIT = 10.0
 #: Shortest required text worth a substring search before the regex engine.
 MIN_PREFILTER = 2
+#: Most alternatives of a required text looked for (each is one more substring search).
+MAX_ALTERNATIVES = 8
 #: Lines PostgreSQL searches first in order, before it scans the rest in parallel.
 PROBE_LINES = 20_000
 
 #: ASCII letters that Python's re, ignoring case, also finds as a non-ASCII letter (İ and ı,
-#: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them.
+#: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them. PostgreSQL's
+#: engine folds them to ASCII only.
 _FOLDS_BEYOND_ASCII = frozenset("iIkKsS")
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
 _CHILD = Path(__file__).with_name("sqlite_regex.py")
 #: SQLite's progress handler runs every this many virtual machine instructions.
 _PROGRESS_STEPS = 10_000
@@ -135,10 +139,11 @@ def _condition(vendor: str, query: Query) -> tuple[str, list[Any]]:
         matches = (f"{column} {'~*' if ignore_case else '~'} %s", [postgresql_pattern(query.text)])
     else:
         matches = (f"{column} REGEXP %s", [query.text])  # the child compiles it with the flags
-    required = required_text(query.text, query.flags)
-    if len(required) < MIN_PREFILTER:
+    required = sorted(required_texts(query.text, query.flags, folds_beyond_ascii=vendor != "postgresql"))
+    if not required:
         return matches
-    prefilter = _contains(vendor, column, required, not ignore_case)
+    either = [_contains(vendor, column, text, not ignore_case) for text in required]
+    prefilter = " OR ".join(sql for sql, _ in either), [param for _, params in either for param in params]
     # CASE, not AND: PostgreSQL orders ANDed conditions by its cost estimates, which rate
     # a regex as cheap as a substring search, and would run the regex on every line.
     return f"CASE WHEN {prefilter[0]} THEN {matches[0]} ELSE FALSE END", prefilter[1] + matches[1]
@@ -158,32 +163,98 @@ def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> tupl
     return f"{column} REGEXP %s", [f"(?i){re.escape(text)}"]
 
 
-def required_text(pattern: str, flags: int) -> str:
-    """The longest text that every match of `pattern` contains ("" if none is known): a
-    run of literal characters at the pattern's top level, or in a plain group there.
-    Ignoring case, only ASCII characters that fold to ASCII alone are kept, so that an
-    ASCII-folding substring search finds every line the pattern matches."""
+def required_texts(pattern: str, flags: int, *, folds_beyond_ascii: bool = True) -> frozenset[str]:
+    """Texts of which every match of `pattern` contains at least one (none if nothing
+    selective is known): the most selective of the runs of text the pattern spells out at
+    its top level or in a plain group there, where a run may branch into a few
+    alternatives (`err(or|no)`) and counts repeats (`0{4}`). Ignoring case, only ASCII
+    characters are kept, so that an ASCII-folding substring search finds every line the
+    pattern matches; for a regex engine that folds i, k and s to non-ASCII letters too
+    (Python's re: İ, ı, ſ, the Kelvin sign), not those either."""
     parsed = sre_parser.parse(pattern, flags)
-    return _longest_literal(list(parsed), bool(parsed.state.flags & re.IGNORECASE))
+    folds = (
+        None if not parsed.state.flags & re.IGNORECASE else _FOLDS_BEYOND_ASCII if folds_beyond_ascii else frozenset()
+    )
+    found = _required(list(parsed), folds)
+    return found if min(map(len, found), default=0) >= MIN_PREFILTER else frozenset()
 
 
-def _longest_literal(items: list[tuple[Any, Any]], ignore_case: bool) -> str:
-    longest = ""
-    run: list[str] = []
-    for op, value in [*items, (None, None)]:
-        if op is sre_constants.LITERAL and _foldable(chr(value), ignore_case):
-            run.append(chr(value))
+def _required(items: list[tuple[Any, Any]], folds: frozenset[str] | None) -> frozenset[str]:
+    """The best set of `items` (a sequence) of which each match contains one member."""
+    candidates: list[frozenset[str]] = []
+    run = frozenset({""})
+    for op, value in items:
+        alone = _spelled([(op, value)], folds)
+        longer = _product(run, alone)
+        if longer is not None or alone is not None:
+            if longer is None:  # too many alternatives together: a new run starts here
+                candidates.append(run)
+            run = longer or alone or run
             continue
-        longest = max(longest, "".join(run), key=len)
-        run = []
-        group_flags_unchanged = op is sre_constants.SUBPATTERN and not value[1] and not value[2]
-        if group_flags_unchanged:
-            longest = max(longest, _longest_literal(list(value[3]), ignore_case), key=len)
-    return longest
+        candidates.append(run)
+        run = frozenset({""})
+        if op in _REPEATS and value[0] >= 1:
+            # x{2,}y: a match holds what came before and "xx", and its last x is followed by y.
+            once = _spelled(list(value[2]), folds)
+            candidates.append(_product(candidates[-1], _power(once, value[0])) or frozenset())
+            run = once or run
+        elif op is sre_constants.SUBPATTERN and not value[1] and not value[2]:
+            candidates.append(_required(list(value[3]), folds))
+        elif op is sre_constants.BRANCH:
+            either = [_required(list(branch), folds) for branch in value[1]]
+            if all(either):
+                candidates.append(_limited(frozenset().union(*either)) or frozenset())
+    candidates.append(run)
+    return max(candidates, key=lambda texts: (min(map(len, texts), default=0), -len(texts)))
 
 
-def _foldable(char: str, ignore_case: bool) -> bool:
-    return not ignore_case or (char.isascii() and char not in _FOLDS_BEYOND_ASCII)
+def _spelled(items: list[tuple[Any, Any]], folds: frozenset[str] | None) -> frozenset[str] | None:
+    """Every text that `items` match, if they match only a few (None otherwise)."""
+    texts: frozenset[str] | None = frozenset({""})
+    for op, value in items:
+        if texts is None:
+            return None
+        if op is sre_constants.LITERAL:
+            one = frozenset({chr(value)}) if _foldable(chr(value), folds) else None
+        elif op is sre_constants.IN and all(kind is sre_constants.LITERAL for kind, _ in value):
+            chars = {chr(code).lower() if folds is not None else chr(code) for _, code in value}
+            one = frozenset(chars) if all(_foldable(char, folds) for char in chars) else None
+        elif op is sre_constants.SUBPATTERN and not value[1] and not value[2]:
+            one = _spelled(list(value[3]), folds)
+        elif op is sre_constants.BRANCH:
+            either = [_spelled(list(branch), folds) for branch in value[1]]
+            one = None if None in either else _limited(frozenset().union(*either))  # type: ignore[arg-type]
+        elif op in _REPEATS and value[0] == value[1]:
+            one = _power(_spelled(list(value[2]), folds), value[0])
+        elif op is sre_constants.AT:
+            one = frozenset({""})  # an anchor matches no text
+        else:
+            return None
+        texts = _product(texts, one)
+    return texts
+
+
+def _product(first: frozenset[str], then: frozenset[str] | None) -> frozenset[str] | None:
+    return None if then is None else _limited(frozenset(a + b for a in first for b in then))
+
+
+def _power(texts: frozenset[str] | None, count: int) -> frozenset[str] | None:
+    result: frozenset[str] | None = frozenset({""})
+    for _ in range(min(count, MAX_QUERY_LENGTH)):
+        if result is None:
+            break
+        result = _product(result, texts)
+    return result
+
+
+def _limited(texts: frozenset[str]) -> frozenset[str] | None:
+    return texts if len(texts) <= MAX_ALTERNATIVES else None
+
+
+def _foldable(char: str, folds: frozenset[str] | None) -> bool:
+    """Whether a required text may hold `char`: `folds` are the ASCII letters the engine
+    folds to non-ASCII ones when it ignores case (None: it does not ignore case)."""
+    return folds is None or (char.isascii() and char not in folds)
 
 
 def postgresql_pattern(pattern: str) -> str:
@@ -231,12 +302,16 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
       Asked in one query with ORDER BY and LIMIT, the planner expects to stop early and
       reads a million lines along the index in one process. Expecting a third of the lines
       to match, it would not scan in parallel either (passing rows between processes has
-      a cost): a search's rows are few, so that cost is made small for this transaction."""
+      a cost): a search's rows are few, so that cost is made small for this transaction.
+    On a large table the regex's cost estimate would also have PostgreSQL compile the query
+    to machine code first (JIT): a few hundred milliseconds that cannot speed up the regex
+    engine, where a search's time goes."""
     probe_end = min(upto, after + PROBE_LINES)
     with transaction.atomic(), connection.cursor() as cursor:
         milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit
         cursor.execute(
-            "SELECT set_config('statement_timeout', %s, true), set_config('parallel_tuple_cost', '0.001', true)",
+            "SELECT set_config('statement_timeout', %s, true), set_config('parallel_tuple_cost', '0.001', true),"
+            " set_config('jit', 'off', true)",
             [str(milliseconds)],
         )
         try:

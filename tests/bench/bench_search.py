@@ -13,8 +13,9 @@ default on postgres://root@127.0.0.1:5432; dropped at the end), stores one finis
   (the default) and with case=1;
 - a common text (every line): the first 1,000 matches, the endpoint's default limit;
 - a regex whose required text is rare (1 line in 1,000; the first 1,000 matches are the
-  whole run's), and a regex whose required text is in every line (the regex engine reads
-  every line: the worst case).
+  whole run's), and regexes that the regex engine has to read every line for: one whose
+  required text is in every line, one with a choice of required texts in every line, and
+  one with no required text (few or no lines match them: the worst cases).
 Figures are medians of --repeat runs after ANALYZE, beside one run before it (PostgreSQL
 then has no statistics for the new rows). Baselines, each timed the same way: Python's re over
 list(job.lines.values_list("number", "text")), and on SQLite the same regexes through
@@ -51,7 +52,9 @@ CASES = [
     ("rare text, case=1", "disk full", False, True),
     ("common text (first 1,000)", "processed batch", False, False),
     ("regex, rare required text", r"timeout after \d+ ms", True, False),
-    ("regex, required text in every line", r"items, checksum 0{4}", True, False),
+    ("regex, rare required text ending in a repeat", r"items \(0 errors\), checksum 0{4}", True, False),
+    ("regex, its alternatives in every line", r"err(or|no)\s+\d{3}", True, False),
+    ("regex, no required text", r"\d{4}-\d\d", True, False),
 ]
 #: A line in RARE_EVERY holds the rare text; one in REGEX_EVERY the regex's rare text.
 RARE_AT = (1 / 3, 2 / 3, 1.0)
@@ -108,7 +111,7 @@ def line_text(number: int, lines: int) -> str:
     if number % REGEX_EVERY == 0:
         return f"{number:07d} WARNING worker-{number % 16}: request {number} timeout after {number % 5000} ms"
     checksum = uuid.uuid5(uuid.NAMESPACE_OID, str(number)).hex
-    return f"{number:07d} INFO worker-{number % 16}: processed batch {number} of items, checksum {checksum}"
+    return f"{number:07d} INFO worker-{number % 16}: processed batch {number} of items (0 errors), checksum {checksum}"
 
 
 def store_run(lines: int) -> Any:
@@ -155,6 +158,8 @@ def measure(lines: int, repeat: int) -> dict[str, Any]:
 
     from jobs.streaming import search
 
+    # The time limit guards a server; here a slow search is a figure, not a failure.
+    search.TIME_LIMIT = 600.0
     started = time.perf_counter()
     job = store_run(lines)
     results: dict[str, Any] = {"database": connection.vendor, "store_seconds": time.perf_counter() - started}
