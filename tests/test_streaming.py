@@ -551,8 +551,9 @@ def test_a_client_that_leaves_frees_its_thread(
     server = start_gunicorn(env, tmp_path / "gunicorn.log", "--workers", "1", "--threads", "2")
     try:
         job = local_runs.launch("demo.count", n=2, interval=WAIT * 10)
-        wait_for(lambda: Job.objects.get(pk=job.pk).line_count == 1, "the run's first line")
-        time.sleep(1)  # past the progress throttle: nothing more is published to the streams
+        # Its first line and its progress stored: nothing more is published to the streams.
+        wait_for(lambda: Job.objects.get(pk=job.pk).progress_done == 1, "the run's first line and progress")
+        assert Job.objects.get(pk=job.pk).line_count == 1
         streams = [open_events(server, job, session_cookie) for _ in range(2)]
         for stream in streams:  # both threads of the worker now serve an idle stream
             events = sse_events(stream)
