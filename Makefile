@@ -28,8 +28,15 @@ run: setup
 	@echo "Runlog: http://$(HOST):$(PORT)/admin/"
 	$(BIN)/gunicorn config.wsgi --config config/gunicorn.conf.py --bind $(HOST):$(PORT)
 
+# The suite spends most of its time waiting on servers, worker processes and browsers, not
+# on the CPU: it runs in TEST_WORKERS processes (pytest-xdist), more than there are cores.
+# The tests that stop the PostgreSQL server run afterwards, alone, adding to the first
+# part's coverage data if PYTEST_ARGS asks for coverage. (Exit status 5: the arguments
+# selected no test of that part.)
+TEST_WORKERS ?= 4
 test: setup-dev
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m "not stops_database" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m stops_database --cov-append $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: setup-dev
 	$(BIN)/ruff check .

@@ -18,7 +18,10 @@ from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlencode
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -74,6 +77,16 @@ def _release_background_connections(django_db_setup: Any, django_db_blocker: Any
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that stops the PostgreSQL server would break the tests of other xdist workers
+    running beside it: in a worker it is skipped (`make test` runs it alone afterwards)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        alone = pytest.mark.skip(reason="stops the shared PostgreSQL server: run it without xdist")
+        for item in items:
+            if item.get_closest_marker("stops_database"):
+                item.add_marker(alone)
 
 
 def missing_tool(message: str) -> NoReturn:
@@ -200,9 +213,10 @@ def local_runs() -> Iterator[LocalRuns]:
     runs.finish()
 
 
-@pytest.fixture
-def subprocess_env(transactional_db: Any) -> dict[str, str]:
-    """Environment for a child process (e.g. manage.py runjob) that uses the test database."""
+@pytest.fixture(scope="session")
+def test_database_env(django_db_setup: Any) -> dict[str, str]:
+    """Environment for a child process that uses the test database: this xdist worker's
+    own, whose name pytest-django suffixes per worker."""
     settings_dict = connection.settings_dict
     if connection.vendor == "sqlite":
         url = f"sqlite:///{settings_dict['NAME']}"
@@ -211,6 +225,12 @@ def subprocess_env(transactional_db: Any) -> dict[str, str]:
             **{k: settings_dict[k] or "" for k in ("USER", "HOST", "PORT", "NAME")}
         )
     return {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def subprocess_env(transactional_db: Any, test_database_env: dict[str, str]) -> dict[str, str]:
+    """Environment for a child process (e.g. manage.py runjob) that uses the test database."""
+    return dict(test_database_env)
 
 
 @pytest.fixture
@@ -295,10 +315,13 @@ def stop_server(server: LiveServer) -> None:
     stop_process(server.process, 40, group=True)
 
 
-@pytest.fixture
-def live_server_gunicorn(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
-    """gunicorn with the project's config (2 workers) on a free loopback port."""
-    server = start_gunicorn(subprocess_env, tmp_path / "gunicorn.log")
+@pytest.fixture(scope="module")
+def live_server_gunicorn(
+    test_database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """gunicorn with the project's config (2 workers) on a free loopback port, shared by
+    the tests of a module: a test that kills or stops a server starts its own."""
+    server = start_gunicorn(test_database_env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
     yield server
     stop_server(server)
 
@@ -384,20 +407,36 @@ def other_server(
             stop_server(upstream)
 
 
+# --- Users and their sessions ---------------------------------------------------------------------
+
+
+def user_with(*permissions: str, staff: bool = True, superuser: bool = False) -> Any:
+    """A new user, staff or not, with exactly these `jobs` permissions (codenames); a
+    superuser has every permission."""
+    user_model = get_user_model()
+    username = f"user-{uuid.uuid4().hex[:8]}"
+    if superuser:
+        return user_model.objects.create_superuser(username, f"{username}@example.com", "pw")
+    user = user_model.objects.create_user(username, password="pw", is_staff=staff)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="jobs", codename__in=permissions))
+    return user
+
+
+def client_for(user: Any, **options: Any) -> Client:
+    """A test client (`options` as Client's) logged in as `user`."""
+    client = Client(**options)
+    client.force_login(user)
+    return client
+
+
 @pytest.fixture
 def staff_user(transactional_db: Any) -> Any:
-    from django.contrib.auth import get_user_model
-
     return get_user_model().objects.create_superuser("staff", "staff@example.com", "staff-password")
 
 
 def session_cookie_of(user: Any) -> str:
     """`Cookie` header value of a logged-in session of `user`."""
-    from django.test import Client
-
-    client = Client()
-    client.force_login(user)
-    return f"sessionid={client.cookies['sessionid'].value}"
+    return f"sessionid={client_for(user).cookies['sessionid'].value}"
 
 
 @pytest.fixture

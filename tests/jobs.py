@@ -1,9 +1,10 @@
-"""Jobs for the worker tests. The tests' settings install this package as an app, so that
-worker processes (db_worker, Celery) discover these jobs like any app's, as the test
-process does."""
+"""Jobs that tests run in other processes. The tests' settings install this package as an
+app, so that servers and worker processes (db_worker, Celery) discover these jobs like any
+app's, as the test process does."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from jobs import job, sleep
@@ -39,3 +40,15 @@ def unstoppable(seconds: float = 60.0) -> None:
 def slow() -> None:
     print("starting")
     sleep(60)
+
+
+@job("tests.count_until")
+def count_until(stop_file: str, interval: float = 0.001) -> None:
+    """Task #0, #1, ... every `interval` s until `stop_file` exists, then Done: a run that
+    lasts as long as its test needs, in whichever process it runs."""
+    index = 0
+    while not os.path.exists(stop_file):
+        print(f"Task #{index}")
+        index += 1
+        sleep(interval)
+    print("Done")

@@ -17,7 +17,7 @@ STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.Static
 # Quicker heartbeats and lost-run detection, so the tests of those take seconds (a server
 # whose database use is counted gets a quiet supervisor from its environment).
 RUNLOG_HEARTBEAT_INTERVAL = float(os.environ.get("RUNLOG_HEARTBEAT_INTERVAL", "0.5"))
-RUNLOG_LOST_AFTER = 2.0
+RUNLOG_LOST_AFTER = 5.0  # ten heartbeats: a busy machine running the suite in parallel may delay a few
 RUNLOG_CANCEL_POLL_INTERVAL = 0.2
 RUNLOG_KILL_GRACE = 1.0
 # Servers started by the streaming tests take these from the environment they are given.
@@ -28,5 +28,9 @@ RUNLOG_NOTIFY = os.environ.get("RUNLOG_NOTIFY", "1") == "1"
 # Servers started by the tests serve static files straight from the apps (no collectstatic).
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
-# The worker tests' Celery broker: a Redis database of its own, emptied by the tests.
+# The worker tests' Celery broker: a Redis database of its own. Each xdist worker (and the
+# Celery workers it starts, which inherit its environment) keeps its keys under its own
+# prefix, so that parallel tests never take or empty each other's queue.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+CELERY_BROKER_KEY_PREFIX = f"runlog-tests-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}:"
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": CELERY_BROKER_KEY_PREFIX}

@@ -25,15 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from jobs.launcher import create_run
 from jobs.models import Job, JobStatus, LogLine
-from tests.conftest import RUN_URLS, wait_finished
+from tests.conftest import RUN_URLS, client_for, user_with, wait_finished
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -58,6 +56,7 @@ ROLES: dict[str, Role | None] = {
     "user": Role(),
     "user+view": Role(permissions=("view_job",)),
     "staff": Role(staff=True),
+    "staff+add": Role(staff=True, permissions=("add_job",)),
     "staff+view": Role(staff=True, permissions=("view_job",)),
     "staff+view+add": Role(staff=True, permissions=("view_job", "add_job")),
     "staff+view+change": Role(staff=True, permissions=("view_job", "change_job")),
@@ -68,24 +67,25 @@ ROLES: dict[str, Role | None] = {
 
 # fmt: off
 MATRIX_ROWS: dict[str, tuple[Answer, ...]] = {
-    #                       anonymous user   user+view staff  staff+view +add   +change superuser
-    "page list":            (LOGIN,    LOGIN, 200,      LOGIN, 200,       200,   200,    200),
-    "page detail":          (LOGIN,    LOGIN, 200,      LOGIN, 200,       200,   200,    200),
-    "log.txt":              (403,      403,   200,      403,   200,       200,   200,    200),
-    "events":               (403,      403,   200,      403,   200,       200,   200,    200),
-    "lines":                (403,      403,   200,      403,   200,       200,   200,    200),
-    "search":               (403,      403,   200,      403,   200,       200,   200,    200),
-    "status":               (403,      403,   200,      403,   200,       200,   200,    200),
-    "POST cancel":          (403,      403,   403,      403,   403,       403,   302,    302),
-    "POST rerun":           (403,      403,   403,      403,   403,       403,   302,    302),
-    "admin changelist":     (LOGIN,    LOGIN, LOGIN,    403,   200,       200,   200,    200),
-    "admin change view":    (LOGIN,    LOGIN, LOGIN,    403,   200,       200,   200,    200),
-    "admin launch list":    (LOGIN,    LOGIN, LOGIN,    403,   403,       200,   403,    200),
-    "admin launch form":    (LOGIN,    LOGIN, LOGIN,    403,   403,       200,   403,    200),
-    "POST admin launch":    (LOGIN,    LOGIN, LOGIN,    403,   403,       302,   403,    302),
+    #                       anonymous user   user+view staff  staff+add staff+view +add   +change superuser
+    "page list":            (LOGIN,    LOGIN, 200,      LOGIN, LOGIN,    200,       200,   200,    200),
+    "page detail":          (LOGIN,    LOGIN, 200,      LOGIN, LOGIN,    200,       200,   200,    200),
+    "log.txt":              (403,      403,   200,      403,   403,      200,       200,   200,    200),
+    "log.txt follow":       (403,      403,   200,      403,   403,      200,       200,   200,    200),
+    "events":               (403,      403,   200,      403,   403,      200,       200,   200,    200),
+    "lines":                (403,      403,   200,      403,   403,      200,       200,   200,    200),
+    "search":               (403,      403,   200,      403,   403,      200,       200,   200,    200),
+    "status":               (403,      403,   200,      403,   403,      200,       200,   200,    200),
+    "POST cancel":          (403,      403,   403,      403,   403,      403,       403,   302,    302),
+    "POST rerun":           (403,      403,   403,      403,   403,      403,       403,   302,    302),
+    "admin changelist":     (LOGIN,    LOGIN, LOGIN,    403,   403,      200,       200,   200,    200),
+    "admin change view":    (LOGIN,    LOGIN, LOGIN,    403,   403,      200,       200,   200,    200),
+    "admin launch list":    (LOGIN,    LOGIN, LOGIN,    403,   200,      403,       200,   403,    200),
+    "admin launch form":    (LOGIN,    LOGIN, LOGIN,    403,   200,      403,       200,   403,    200),
+    "POST admin launch":    (LOGIN,    LOGIN, LOGIN,    403,   302,      403,       302,   403,    302),
     # Django's admin does not offer an action the user may not run: the POST re-shows the list.
-    "POST admin cancel":    (LOGIN,    LOGIN, LOGIN,    403,   200,       200,   302,    302),
-    "POST admin rerun":     (LOGIN,    LOGIN, LOGIN,    403,   200,       200,   302,    302),
+    "POST admin cancel":    (LOGIN,    LOGIN, LOGIN,    403,   403,      200,       200,   302,    302),
+    "POST admin rerun":     (LOGIN,    LOGIN, LOGIN,    403,   403,      200,       200,   302,    302),
 }
 # fmt: on
 
@@ -170,6 +170,7 @@ REQUESTS: dict[str, Request] = {
     "page list": Request("get", lambda runs: reverse("jobs:list")),
     "page detail": Request("get", lambda runs: reverse("jobs:detail", args=[runs.finished.pk])),
     "log.txt": Request("get", lambda runs: reverse("jobs:log_text", args=[runs.finished.pk])),
+    "log.txt follow": Request("get", lambda runs: reverse("jobs:log_text", args=[runs.finished.pk]) + "?follow=1"),
     "events": Request("get", lambda runs: reverse("jobs:events", args=[runs.finished.pk])),
     "lines": Request("get", lambda runs: reverse("jobs:lines", args=[runs.finished.pk])),
     "search": Request("get", lambda runs: reverse("jobs:search", args=[runs.finished.pk]) + "?q=line"),
@@ -205,34 +206,21 @@ assert set(REQUESTS) == set(MATRIX_ROWS)
 # --- Users and clients ------------------------------------------------------------------------
 
 
-def make_user(role: Role) -> Any:
-    user_model = get_user_model()
-    username = f"user-{uuid.uuid4().hex[:8]}"
-    if role.superuser:
-        return user_model.objects.create_superuser(username, f"{username}@example.com", "pw")
-    user = user_model.objects.create_user(username, password="pw", is_staff=role.staff)
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="jobs", codename__in=role.permissions))
-    return user
-
-
 def client_as(role_name: str, **options: Any) -> tuple[Client, Any]:
     """A client logged in as a new user of the role (anonymous: not logged in), and the user."""
-    client = Client(**options)
     role = ROLES[role_name]
     if role is None:
-        return client, None
-    user = make_user(role)
-    client.force_login(user)
-    return client, user
+        return Client(**options), None
+    user = user_with(*role.permissions, staff=role.staff, superuser=role.superuser)
+    return client_for(user, **options), user
 
 
 def send(client: Client, request: Request, runs: Runs, **extra: Any) -> Any:
     url = request.url(runs)
     data = {**request.data(runs), **extra}
     response = getattr(client, request.method)(url, data) if data else getattr(client, request.method)(url)
-    if response.streaming:
-        # Read the stream to its end, as a client would, so that the view's generator finishes.
-        response.content_bytes = b"".join(response.streaming_content)
+    # A stream is read to its end, as a client would, so that the view's generator finishes.
+    response.body = b"".join(response.streaming_content) if response.streaming else response.content
     return response
 
 
@@ -254,6 +242,8 @@ def test_access(runs: Runs, request_key: str, role: str) -> None:
     if expected == LOGIN:
         assert response.status_code == 302
         assert response["Location"] == login_url(request.url(runs))
+    if expected in (LOGIN, 403):
+        assert b"line 1" not in response.body, "a refusal shows nothing of the run's log"
     else:
         assert response.status_code == expected
         if expected == 302:

@@ -23,9 +23,6 @@ from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.running import capture
 from tests.conftest import WAIT, assert_contiguous, log_texts, run_now, wait_finished
 
-#: Upper bound on any wait in these tests, so that a broken product fails a test instead
-#: of hanging it. Never reached when things work.
-
 # The tests and the jobs they run share this process: jobs find their events and
 # barriers here by the token the test passes as a parameter.
 _events: dict[str, threading.Event] = {}
@@ -66,16 +63,19 @@ def process_stdout() -> Iterator[ProcessStream]:
     """Stand in for the process's real stdout: capture wraps this instead, so the test sees
     exactly what threads that run no job write. Used inside the test body, because pytest
     puts its own sys.stdout back between a fixture's setup and the test."""
-    saved_stream, saved_original = sys.stdout, capture._originals["stdout"]
+    saved_stream, saved_original = sys.stdout, capture.original_stream("stdout")
     fake = ProcessStream()
     sys.stdout = fake
     try:
         capture.install()
         assert isinstance(sys.stdout, capture.StreamRouter)
+        assert capture.original_stream("stdout") is fake
         yield fake
     finally:
+        # Installed over the real stream again, capture takes it back as the original.
+        sys.stdout = saved_original
+        capture.install()
         sys.stdout = saved_stream
-        capture._originals["stdout"] = saved_original
 
 
 # --- Jobs used by these tests ------------------------------------------------------------

@@ -22,9 +22,6 @@ from jobs.launcher import cancel_run
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from tests.conftest import assert_contiguous, log_texts, run_now, wait_finished, wait_for
 
-#: Upper bound on any wait in these tests, so that a broken product fails a test instead
-#: of hanging it. Never reached when things work.
-
 
 @job("run_command_tests.command")
 def command_job(
@@ -172,19 +169,25 @@ def test_a_python_child_gets_pythonunbuffered_and_streams_live_without_flushing(
 
 @pytest.mark.django_db(transaction=True)
 def test_invalid_utf8_from_the_child_becomes_replacement_characters(tmp_path: Path) -> None:
+    sentinel = tmp_path / "go-on"
     script = python_script(
         tmp_path,
         r"""
-        import sys, time
+        import os, sys, time
         out, err = sys.stdout.buffer, sys.stderr.buffer
         out.write(b"before\nbad \xff\xfe bytes\ncaf\xc3")
         out.flush()
-        time.sleep(0.2)  # likely a separate read: the split character must still decode
+        while not os.path.exists(sys.argv[1]):  # until the test has seen the first read stored
+            time.sleep(0.05)
         out.write(b"\xa9 split\nafter\n")
         err.write(b"err \x80 end\ntruncated \xe2\x82")
         """,
     )
-    run = run_command_now([sys.executable, script])
+    with released_by(sentinel):
+        run = launch_command([sys.executable, script, str(sentinel)])
+        # The first byte of "©" came in that read: the split character must still decode.
+        wait_for(lambda: line_stored(run, "bad \ufffd\ufffd bytes"), "the child's first lines are stored")
+    run = wait_finished(run)
     assert run.status == JobStatus.SUCCEEDED, run.error
     expected = ["before", "bad \ufffd\ufffd bytes", "café split", "after", "exit code 0"]
     assert log_texts(run, LogStream.STDOUT) == expected

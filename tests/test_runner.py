@@ -593,7 +593,7 @@ def test_a_run_longer_than_lost_after_is_kept_alive_by_heartbeats(gate: tuple[st
     job.refresh_from_db()
     started_at = job.started_at
     assert started_at is not None
-    # Let it run well past LOST_AFTER (2 s in the test settings).
+    # Let it run well past LOST_AFTER (5 s in the test settings).
     beyond = timedelta(seconds=runlog_settings.LOST_AFTER + 2 * runlog_settings.HEARTBEAT_INTERVAL)
     wait_for(lambda: timezone.now() - started_at > beyond, "the run to outlive LOST_AFTER")
 

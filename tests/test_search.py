@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from jobs.models import Job
 from jobs.streaming import search
-from tests.test_endpoints import client_for, finished_run, user_with
+from tests.conftest import client_for, user_with
+from tests.test_endpoints import finished_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -97,12 +97,15 @@ def start_worker(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[Sta
 
 @pytest.fixture
 def celery_broker() -> None:
-    """An empty queue on the test Redis database (CELERY_BROKER_URL of tests/settings.py)."""
+    """An empty queue on the test Redis database (CELERY_BROKER_URL of tests/settings.py):
+    this process's keys are deleted, those of other xdist workers are left alone."""
     from django.conf import settings
 
     redis = pytest.importorskip("redis")
     try:
-        redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+        broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+        for key in broker.scan_iter(f"{settings.CELERY_BROKER_KEY_PREFIX}*"):
+            broker.delete(key)
     except redis.ConnectionError:
         missing_tool("Redis is not answering at 127.0.0.1:6379 (redis-server)")
 

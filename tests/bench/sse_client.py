@@ -37,6 +37,8 @@ from array import array
 from datetime import datetime
 from typing import Any
 
+from tests.sse_client import SseParser
+
 RECV_BYTES = 1 << 20
 
 
@@ -262,6 +264,9 @@ class _ArrivalClock:
 def _parse_sse(
     body: bytes, arrival: _ArrivalClock, connected: float, clock_lines: bool, latencies: Latencies
 ) -> dict[str, Any]:
+    """The stream's events, through the tests' parser; each event is fed whole (the server
+    ends each with a blank line) and stamped with the arrival of its last byte."""
+    parser = SseParser()
     digest = hashlib.sha256()
     expected = None
     contiguous = True
@@ -272,52 +277,28 @@ def _parse_sse(
     comments = 0  # `:` lines: the server's heartbeats
     t_cache: dict[str, float] = {}
     position = 0
-    length = len(body)
-    while position < length:
-        end = body.find(b"\n\n", position)
-        if end < 0:
-            break
-        block = body[position:end]
+    while (end := body.find(b"\n\n", position)) >= 0:
+        block = body[position : end + 2]
         position = end + 2
-        if block.startswith(b"id: "):
-            id_end = block.index(b"\n")
-            number = int(block[4:id_end])
-            data = json.loads(block[id_end + 7 :])
-            if expected is not None and number != expected:
-                contiguous = False
-            if data["n"] != number:
-                contiguous = False
-            expected = number + 1
-            first = number if first is None else first
-            last = number
-            lines += 1
-            digest.update(f"{number}\t{data['stream']}\t{data['text']}\n".encode())
-            if clock_lines:
-                text = data["text"]
-                space = text.find(" ")
-                try:
-                    printed = float(text[:space])
-                except ValueError:
-                    continue  # not a timed line ("Done")
-                if printed < connected:
-                    latencies.excluded += 1
-                    continue
-                came = arrival.at(end + 1)
-                stamp = data["t"]
-                flushed = t_cache.get(stamp)
-                if flushed is None:
-                    flushed = t_cache[stamp] = datetime.fromisoformat(stamp).timestamp()
-                latencies.print_to_arrival.append(came - printed)
-                latencies.print_to_t.append(flushed - printed)
-                latencies.t_to_arrival.append(came - flushed)
-            continue
-        if block.startswith(b"event: "):
-            name = block[7 : block.index(b"\n")].decode()
-            events[name] = events.get(name, 0) + 1
-            if name == "done":
-                done = json.loads(block[block.index(b"\ndata: ") + 7 :])
-        elif block.startswith(b":"):
-            comments += 1
+        for event in parser.feed(block, wall=arrival.at(end + 1)):
+            if event.is_comment:
+                comments += 1
+            elif event.event == "message":
+                number = int(event.id or 0)
+                data = event.json
+                if (expected is not None and number != expected) or data["n"] != number:
+                    contiguous = False
+                expected = number + 1
+                first = number if first is None else first
+                last = number
+                lines += 1
+                digest.update(f"{number}\t{data['stream']}\t{data['text']}\n".encode())
+                if clock_lines:
+                    _clock_latency(data, event.wall, connected, t_cache, latencies)
+            elif event.event:  # not a block of `retry:` alone
+                events[event.event] = events.get(event.event, 0) + 1
+                if event.event == "done":
+                    done = event.json
     return {
         "lines": lines,
         "first_number": first,
@@ -329,6 +310,27 @@ def _parse_sse(
         "done_status": done["status"] if done else None,
         "done_line_count": done["line_count"] if done else None,
     }
+
+
+def _clock_latency(
+    data: dict[str, Any], came: float, connected: float, t_cache: dict[str, float], latencies: Latencies
+) -> None:
+    """The latencies of a line whose text starts with the time.time() of its print()."""
+    text = data["text"]
+    try:
+        printed = float(text[: text.find(" ")])
+    except ValueError:
+        return  # not a timed line ("Done")
+    if printed < connected:
+        latencies.excluded += 1
+        return
+    stamp = data["t"]
+    flushed = t_cache.get(stamp)
+    if flushed is None:
+        flushed = t_cache[stamp] = datetime.fromisoformat(stamp).timestamp()
+    latencies.print_to_arrival.append(came - printed)
+    latencies.print_to_t.append(flushed - printed)
+    latencies.t_to_arrival.append(came - flushed)
 
 
 def summary(values: array) -> dict[str, float | int | None]:
