@@ -18,6 +18,9 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # figures). More viewers: raise GUNICORN_THREADS.
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "256"))
+# A stream past this many gets 503 and comes back later, so that a quarter of the threads
+# always serve pages.
+os.environ.setdefault("RUNLOG_MAX_STREAMS", str(threads * 3 // 4))
 preload_app = False
 # Runs get RUNLOG_SHUTDOWN_GRACE (15 s) to stop when a worker stops; this leaves room for
 # storing their lines and ending them before gunicorn kills the worker.
