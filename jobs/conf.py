@@ -49,6 +49,9 @@ class RunlogSettings:
     #: one gets 503 with Retry-After. Under gthread each holds a thread (config/gunicorn.conf.py
     #: sets it below the thread count); under ASGI an idle one costs a few KB.
     MAX_STREAMS: int = 2000
+    #: Threads per ASGI process that serve pages (and open streams); streams themselves
+    #: are coroutines and hold none.
+    PAGE_THREADS: int = 8
     #: Seconds a stream refused for capacity is told to wait before it tries again.
     STREAM_RETRY_AFTER: int = 5
     #: Import the demo jobs (demo.*).

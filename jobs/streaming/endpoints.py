@@ -78,6 +78,8 @@ def _viewer(view: View) -> View:
 
     @wraps(view)
     def bounded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if isinstance(request, ASGIRequest):  # served by a bounded pool of page threads already (jobs.asgi)
+            return view(request, *args, **kwargs)
         database = ViewerDatabase()
         try:
             database.acquire()
