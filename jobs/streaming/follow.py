@@ -125,7 +125,9 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
     status_sent = _status_view(job)
     progress = _ProgressSent()
     yield from progress.changed(_progress(job))
-    last = yield from replay(job_id, after)
+    # The row was read after subscribing: lines past its count will be published, so a
+    # viewer that has them all (a reconnect, or a run yet to print) has nothing to read.
+    last = (yield from replay(job_id, after)) if job.line_count > after else after
     while not job.is_finished:
         published = yield Wait()
         if published is None:
