@@ -1,7 +1,7 @@
 """Streaming benchmarks through a real gunicorn, on SQLite and PostgreSQL.
 
     python -m tests.bench.bench_streaming [--json out.json] [--quick] [--databases sqlite,postgresql]
-        [--sections latency,fanout,replay,idle,growth] [--configs gthread:2x16,gthread:2x128,asgi:2]
+        [--sections latency,fanout,replay,idle,growth,capacity] [--configs gthread:2x256,default,plain-uvicorn:1]
         [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--fanout-lines 20000] [--crowd 2000]
         [--burst 1000] [--idle-runs 4] [--profile DIR] [--in-place]
 
@@ -26,7 +26,9 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    itself; the line's `t` (the flusher's timestamp) splits it into print -> `t` and
    `t` -> arrival. Baseline: the same loop sending its lines over a bare loopback socket.
 2. Fan-out: VIEWERS SSE viewers of one job printing (at most) 1,000 lines/s (bench.clock
-   n=20000 interval=0.001, launched through the admin form), per server configuration:
+   n=20000 interval=0.001, in a runjob process as in production, or launched through the
+   admin form into the server with Sizes.fanout_job_in="server"), per server configuration
+   (the threaded workers as they ran before streams had a limit, and the default):
    lines delivered to each viewer (count, numbers 1..N in order, a digest of every line
    against the database), latency (overall, and for the viewers in the job's own worker
    and in the others, told apart by the client's port in /proc/net/tcp), time to first
@@ -69,6 +71,14 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    as in fan-out), viewers with every line, server CPU; medians of --repeat rounds. Baseline:
    the same flood as one job with no viewer (capture alone): its ratio to the 1-job run is
    the viewer's cost.
+
+6. Capacity, per server configuration (--configs: gunicorn's gthread or uvicorn workers,
+   plain uvicorn, waitress), with a silent run in a runjob process: a burst of BURST stream
+   connections opened at once (how many were served, refused with 503 or left unanswered;
+   time to first bytes p50 / p99), then a crowd of CROWD idle streams held open (the same,
+   and the server's memory per stream); pages (admin, run list, a run's page, status,
+   log.txt) loaded one after another meanwhile, a load past 15 s counted as timed out.
+   Baseline: gthread 2x256 without a stream limit, as threaded workers ran before.
 
 --profile DIR records py-spy (`py-spy record --gil --threads --format raw`) of every worker
 during the fan-out runs and replay requests; tests/bench/profile_summary.py sums a profile
