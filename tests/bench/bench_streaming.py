@@ -340,25 +340,18 @@ def code_version(tree: Path) -> dict[str, Any]:
     }
 
 
+#: Command-line options that override a size: option (as argparse names it) -> Sizes field.
+SIZE_OPTIONS = {"viewers": "viewers", "repeat": "repeat", "replay_lines": "replay_lines", "idle_runs": "idle_runs",
+                "fanout_lines": "fanout_lines", "crowd": "crowd_viewers", "burst": "burst_viewers"}  # fmt: skip
+
+
 def sizes_from(args: argparse.Namespace) -> Sizes:
     sizes = QUICK if args.quick else Sizes()
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {
+        size: getattr(args, option) for option, size in SIZE_OPTIONS.items() if getattr(args, option)
+    }
     if args.configs:
         changes["configs"] = tuple(args.configs.split(","))
-    if args.viewers:
-        changes["viewers"] = args.viewers
-    if args.repeat:
-        changes["repeat"] = args.repeat
-    if args.replay_lines:
-        changes["replay_lines"] = args.replay_lines
-    if args.idle_runs:
-        changes["idle_runs"] = args.idle_runs
-    if args.fanout_lines:
-        changes["fanout_lines"] = args.fanout_lines
-    if args.crowd:
-        changes["crowd_viewers"] = args.crowd
-    if args.burst:
-        changes["burst_viewers"] = args.burst
     return Sizes(**{**sizes.__dict__, **changes})
 
 
