@@ -26,7 +26,7 @@ setup-dev: $(BIN)/python
 
 run: setup
 	@echo "Runlog: http://$(HOST):$(PORT)/admin/"
-	$(BIN)/gunicorn config.wsgi --config config/gunicorn.conf.py --bind $(HOST):$(PORT)
+	$(BIN)/gunicorn --config config/gunicorn.conf.py --bind $(HOST):$(PORT)
 
 # The suite spends most of its time waiting on servers, worker processes and browsers, not
 # on the CPU: it runs in TEST_WORKERS processes (pytest-xdist), more than there are cores.

@@ -23,11 +23,11 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
@@ -125,7 +125,9 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
     status_sent = _status_view(job)
     progress = _ProgressSent()
     yield from progress.changed(_progress(job))
-    last = yield from replay(job_id, after)
+    # The row was read after subscribing: lines past its count will be published, so a
+    # viewer that has them all (a reconnect, or a run yet to print) has nothing to read.
+    last = (yield from replay(job_id, after)) if job.line_count > after else after
     while not job.is_finished:
         published = yield Wait()
         if published is None:
@@ -320,28 +322,56 @@ def _wait(subscription: Subscription, client_gone: Callable[[], bool] | None) ->
             return _CLIENT_GONE
 
 
-async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIterator[Event]:
-    """Carry out the plan with awaits (ASGI). Database reads run in the request's own
-    thread (thread-sensitive), so a viewer keeps one connection while it replays. A client
-    that leaves cancels this generator (Django's ASGI handler), which cleans up here."""
+async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIterator[list[Event]]:
+    """Carry out the plan with awaits (ASGI), yielding the events in bursts: all those
+    that come before the plan's next read or wait, to be sent together (a wake-up of a
+    crowd's viewer brings many batches). Database reads go to the process's viewer readers
+    (VIEWER_DATABASE_SLOTS threads, each keeping its connection), so a crowd of viewers
+    waits its turn there and an idle viewer holds neither thread nor connection. A client
+    that leaves cancels this generator, which cleans up here."""
     subscription, plan = _start(job_id, after, live)
-    database = ViewerDatabase()
-    read = sync_to_async(database.read)
+    loop = asyncio.get_running_loop()
+    burst: list[Event] = []
     try:
         step = _next_step(plan, None)
         while step is not None:
+            if isinstance(step, Event):
+                burst.append(step)
+                step = _next_step(plan, None)
+                continue
+            if burst:
+                yield burst
+                burst = []
             if isinstance(step, Read):
-                step = _next_step(plan, await read(step.call))
-            elif isinstance(step, Wait):
+                step = _next_step(plan, await loop.run_in_executor(viewer_readers(), _read, step.call))
+            else:
                 assert subscription is not None  # only a live plan waits
-                await sync_to_async(database.release)()
                 ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
                 step = _next_step(plan, subscription.take() if ready else None)
-            else:
-                yield step
-                step = _next_step(plan, None)
+        if burst:
+            yield burst
     finally:
         plan.close()
         if subscription is not None:
             hub.unsubscribe(subscription)
-        await asyncio.shield(sync_to_async(database.release)())
+
+
+_readers: ThreadPoolExecutor | None = None
+
+
+def viewer_readers() -> ThreadPoolExecutor:
+    """The threads that read the database for this process's viewers under ASGI (and open
+    their streams: jobs.asgi)."""
+    global _readers
+    with _slots_lock:
+        if _readers is None:
+            _readers = ThreadPoolExecutor(runlog_settings.VIEWER_DATABASE_SLOTS, thread_name_prefix="runlog-viewer")
+        return _readers
+
+
+def _read(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception:
+        connection.close()  # it may be broken (the database restarted): the next read opens another
+        raise
