@@ -7,11 +7,14 @@
 
 import { AnsiUp } from "./vendor/ansi_up-6.0.6/ansi_up.js";
 
+// What the page must agree on with the server (page and request sizes, the stream's retry
+// delay, the names of streams and statuses) comes from the server, rendered with the page.
+const server = JSON.parse(document.getElementById("job-settings").textContent);
 const MAX_LIVE_LINES = 5000; // lines kept in the DOM while following a live tail
 const MAX_LINES_READING = 20000; // while the user reads above the tail (still bounded)
-const PAGE_LINES = 2000; // lines per "Show earlier lines"
+const PAGE_LINES = server.pageLines; // lines per "Show earlier lines", as many as the page drew
 const JUMP_LINES = 200; // lines drawn when a view that follows jumps to the tail: a few screens
-const FETCH_LIMIT = 5000; // the lines endpoint's maximum per request
+const FETCH_LIMIT = server.fetchLimit; // the lines endpoint's maximum per request
 // A line at most this far above the shown lines is loaded with every line between;
 // farther, as a window around it and a gap marker.
 const FILL_LIMIT = 10000;
@@ -23,12 +26,12 @@ const FRAME_BUDGET_MS = 8;
 // A view far behind a flood is redrawn at most this often: no one reads thousands of lines a
 // second, and every frame not spent on them is left to the rest of the machine.
 const FLOOD_REDRAW_MS = 100;
-const SEARCH_PAGE = 1000; // matches per search request
+const SEARCH_PAGE = server.searchPage; // matches per search request
 const SEARCH_PAUSE_MS = 250; // typing pause before a search is sent
-const RETRY_FIRST_MS = 2000;
+const RETRY_FIRST_MS = server.retryMs;
 const RETRY_MAX_MS = 60000;
-const STREAMS = new Set(["stdout", "stderr", "log", "system"]);
-const STATUSES = new Set(["queued", "running", "succeeded", "failed", "cancelled", "lost"]);
+const STREAMS = new Set(server.streams);
+const STATUS_LABELS = new Map(Object.entries(server.statuses));
 const TIME_MODES = ["off", "local", "elapsed"];
 const LEVEL = /^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b/; // a logging record's "LEVEL name: msg"
 const GROUP = "::group::";
@@ -89,31 +92,44 @@ const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 const formatNumber = (value) => (Number.isInteger(value) ? String(value) : value.toFixed(2));
 const pad = (n, width = 2) => String(n).padStart(width, "0");
 
+// Seconds to one decimal as Python's "{:.1f}" writes them: a tie (a value of exactly so
+// many tenths and a half, a quarter second) goes to the even tenth, where toFixed rounds up.
+function tenths(value) {
+  if (!Number.isInteger(value * 4) || Number.isInteger(value * 2)) return value.toFixed(1);
+  const down = Math.floor(value * 10);
+  return ((down % 2 === 0 ? down : down + 1) / 10).toFixed(1);
+}
+
+// jobs.display.format_duration.
 function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   const value = Math.max(seconds, 0);
-  if (value < 60) return `${value.toFixed(1)} s`;
+  if (value < 60) return `${tenths(value)} s`;
   const whole = Math.floor(value);
   if (whole < 3600) return `${Math.floor(whole / 60)} min ${pad(whole % 60)} s`;
   return `${Math.floor(whole / 3600)} h ${pad(Math.floor((whole % 3600) / 60))} min`;
 }
 
-// Times of the facts are shown in the server's time zone, as the server renders them.
+// Times of the facts, as the server renders them (its DATETIME_FORMAT, "Y-m-d H:i:s O"): in
+// its time zone, with that zone's offset.
+const DATE_PARTS = {
+  year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "longOffset",
+};
 let dateFormat;
 try {
-  dateFormat = new Intl.DateTimeFormat("en-CA", {
-    timeZone: data.timeZone || undefined,
-    year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-  });
+  dateFormat = new Intl.DateTimeFormat("en-CA", { ...DATE_PARTS, timeZone: data.timeZone || undefined });
 } catch {
-  dateFormat = new Intl.DateTimeFormat("en-CA", { dateStyle: "short", timeStyle: "medium", hourCycle: "h23" });
+  dateFormat = new Intl.DateTimeFormat("en-CA", DATE_PARTS); // a zone this browser does not know
 }
 
 function formatTime(iso) {
   const parts = {};
   for (const part of dateFormat.formatToParts(new Date(iso))) parts[part.type] = part.value;
-  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
+  // "GMT", "GMT+01:00", "GMT-03:30" -> "+0000", "+0100", "-0330"
+  const [, sign = "+", hours = "00", minutes = "00"] = /^GMT(?:([+-])(\d\d)(?::(\d\d))?)?$/.exec(parts.timeZoneName) ?? [];
+  const offset = `${sign}${hours}${minutes}`;
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second} ${offset}`;
 }
 
 // A line's own time: the browser's local clock, or the time since the run started.
@@ -1013,9 +1029,9 @@ function applyProgress(progress) {
 
 function applyStatus(status) {
   const badge = byId("status-badge");
-  if (STATUSES.has(status.status)) {
+  if (STATUS_LABELS.has(status.status)) {
     badge.className = `badge badge-${status.status}`;
-    badge.textContent = status.status.charAt(0).toUpperCase() + status.status.slice(1);
+    badge.textContent = STATUS_LABELS.get(status.status);
   }
   setTime("started_at", status.started_at);
   setTime("finished_at", status.finished_at);
