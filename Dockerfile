@@ -14,4 +14,4 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input --ve
 
 EXPOSE 8000
 # Migrations run on every start; they are a no-op when the schema is current.
-CMD ["sh", "-c", "python manage.py migrate --no-input && exec gunicorn config.wsgi --config config/gunicorn.conf.py --bind 0.0.0.0:8000"]
+CMD ["sh", "-c", "python manage.py migrate --no-input && exec gunicorn --config config/gunicorn.conf.py --bind 0.0.0.0:8000"]

@@ -26,7 +26,7 @@ setup-dev: $(BIN)/python
 
 run: setup
 	@echo "Runlog: http://$(HOST):$(PORT)/admin/"
-	$(BIN)/gunicorn config.wsgi --config config/gunicorn.conf.py --bind $(HOST):$(PORT)
+	$(BIN)/gunicorn --config config/gunicorn.conf.py --bind $(HOST):$(PORT)
 
 test: setup-dev
 	$(BIN)/pytest $(PYTEST_ARGS)

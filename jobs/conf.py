@@ -45,6 +45,15 @@ class RunlogSettings:
     #: Live viewers of one process that may read the database at the same moment; the others
     #: wait their turn, so that a crowd of viewers never exhausts the database's connections.
     VIEWER_DATABASE_SLOTS: int = 8
+    #: Live streams (events, log.txt?follow=1) one process serves at once; past it a new
+    #: one gets 503 with Retry-After. Under gthread each holds a thread (config/gunicorn.conf.py
+    #: sets it below the thread count); under ASGI an idle one costs a few KB.
+    MAX_STREAMS: int = 2000
+    #: Threads per ASGI process that serve pages (and open streams); streams themselves
+    #: are coroutines and hold none.
+    PAGE_THREADS: int = 8
+    #: Seconds a stream refused for capacity is told to wait before it tries again.
+    STREAM_RETRY_AFTER: int = 5
     #: Import the demo jobs (demo.*).
     DEMO_JOBS: bool = True
     #: The site's address (e.g. https://runlog.example.com): `runjob` then prints a run's

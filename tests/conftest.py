@@ -252,7 +252,7 @@ def start_gunicorn(env: dict[str, str], log_path: Path, *extra_args: str) -> Liv
     port = free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--config", "config/gunicorn.conf.py",
+            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.conf.py",
              "--bind", f"127.0.0.1:{port}", *extra_args],
             cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

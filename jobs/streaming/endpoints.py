@@ -12,7 +12,7 @@ import re
 import select
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from functools import wraps
 from typing import Any
 
@@ -35,7 +35,7 @@ from django.views.decorators.http import require_GET, require_POST, require_safe
 
 from jobs.launcher import cancel_run
 from jobs.models import Job, LogLine
-from jobs.streaming import formats, search
+from jobs.streaming import capacity, formats, search
 from jobs.streaming.follow import Event, ViewerDatabase, events, events_async
 
 #: The largest line number there can be (a PositiveIntegerField); an offset beyond it
@@ -78,6 +78,8 @@ def _viewer(view: View) -> View:
 
     @wraps(view)
     def bounded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if isinstance(request, ASGIRequest):  # served by a bounded pool of page threads already (jobs.asgi)
+            return view(request, *args, **kwargs)
         database = ViewerDatabase()
         try:
             database.acquire()
@@ -146,8 +148,18 @@ def _peer_closed(sock: socket.socket) -> bool:
         return True
 
 
-def _streaming_response(content: Iterator[bytes] | AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(content, content_type=content_type)
+def _streaming_response(
+    content: Iterator[bytes] | AsyncIterator[bytes], content_type: str, place: capacity.Place | None = None
+) -> StreamingHttpResponse:
+    """A stream's response; a live one holds its `place` among the process's streams until it is closed."""
+    counted: Iterable[bytes] | AsyncIterable[bytes] = content
+    if place is not None:
+        counted = (
+            capacity.CountedAsync(content, place)
+            if isinstance(content, AsyncIterator)
+            else capacity.Counted(content, place)
+        )
+    response = StreamingHttpResponse(counted, content_type=content_type)
     # Every proxy and browser must pass each line on as it comes.
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -163,11 +175,15 @@ def log_text(request: HttpRequest, job_id: uuid.UUID) -> HttpResponseBase:
     until the run ends; with `download=1`, as a file to save."""
     after, follow, download = _offset(request), _flag(request, "follow"), _flag(request, "download")
     job = get_object_or_404(Job, pk=job_id)
+    live = follow and not job.is_finished and request.method != "HEAD"
+    place = None
+    if live and (place := capacity.take_place()) is None:
+        return capacity.refused()
     if request.method == "HEAD":  # the headers only: nothing to read, nothing to follow
         content: Iterator[bytes] | AsyncIterator[bytes] = iter(())
     else:
-        content = _stream(request, job, after, follow and not job.is_finished, formats.plain_text)
-    response = _streaming_response(content, "text/plain; charset=utf-8")
+        content = _stream(request, job, after, live, formats.plain_text)
+    response = _streaming_response(content, "text/plain; charset=utf-8", place)
     if download:
         response["Content-Disposition"] = content_disposition_header(True, download_name(job))
     return response
@@ -194,12 +210,18 @@ def log_events(request: HttpRequest, job_id: uuid.UUID) -> HttpResponseBase:
     encode = formats.sse_batched if _flag(request, "batch") else formats.sse
     job = get_object_or_404(Job, pk=job_id)
     if job.is_finished and after >= job.line_count:
-        # The client has everything: 204 tells EventSource to stop reconnecting.
-        return HttpResponse(status=204)
+        # The client has everything: 204 tells EventSource to stop reconnecting. Its type is
+        # the stream's, which SSE clients other than browsers check before the status.
+        return HttpResponse(status=204, content_type="text/event-stream")
+    place = capacity.take_place()
+    if place is None:
+        return capacity.refused()
     content = _stream(request, job, after, True, encode)
     if isinstance(content, AsyncIterator):
-        return _streaming_response(_prefixed_async(formats.sse_start(), content), "text/event-stream; charset=utf-8")
-    return _streaming_response(_prefixed(formats.sse_start(), content), "text/event-stream; charset=utf-8")
+        content = _prefixed_async(formats.sse_start(), content)
+    else:
+        content = _prefixed(formats.sse_start(), content)
+    return _streaming_response(content, "text/event-stream; charset=utf-8", place)
 
 
 def _prefixed(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:

@@ -23,11 +23,11 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import connection
 
 from jobs.conf import runlog_settings
@@ -321,20 +321,19 @@ def _wait(subscription: Subscription, client_gone: Callable[[], bool] | None) ->
 
 
 async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIterator[Event]:
-    """Carry out the plan with awaits (ASGI). Database reads run in the request's own
-    thread (thread-sensitive), so a viewer keeps one connection while it replays. A client
-    that leaves cancels this generator (Django's ASGI handler), which cleans up here."""
+    """Carry out the plan with awaits (ASGI). Database reads go to the process's viewer
+    readers (VIEWER_DATABASE_SLOTS threads, each keeping its connection), so a crowd of
+    viewers waits its turn there and an idle viewer holds neither thread nor connection. A
+    client that leaves cancels this generator, which cleans up here."""
     subscription, plan = _start(job_id, after, live)
-    database = ViewerDatabase()
-    read = sync_to_async(database.read)
+    loop = asyncio.get_running_loop()
     try:
         step = _next_step(plan, None)
         while step is not None:
             if isinstance(step, Read):
-                step = _next_step(plan, await read(step.call))
+                step = _next_step(plan, await loop.run_in_executor(_viewer_readers(), _read, step.call))
             elif isinstance(step, Wait):
                 assert subscription is not None  # only a live plan waits
-                await sync_to_async(database.release)()
                 ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
                 step = _next_step(plan, subscription.take() if ready else None)
             else:
@@ -344,4 +343,22 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
         plan.close()
         if subscription is not None:
             hub.unsubscribe(subscription)
-        await asyncio.shield(sync_to_async(database.release)())
+
+
+_readers: ThreadPoolExecutor | None = None
+
+
+def _viewer_readers() -> ThreadPoolExecutor:
+    global _readers
+    with _slots_lock:
+        if _readers is None:
+            _readers = ThreadPoolExecutor(runlog_settings.VIEWER_DATABASE_SLOTS, thread_name_prefix="runlog-viewer")
+        return _readers
+
+
+def _read(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except Exception:
+        connection.close()  # it may be broken (the database restarted): the next read opens another
+        raise
