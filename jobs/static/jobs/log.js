@@ -1067,28 +1067,53 @@ function applyStatus(status) {
 
 // --- The live stream -----------------------------------------------------------------------
 
+// A browser opens few connections to a server (6 over HTTP/1.1) and a server serves a bounded
+// number of streams: a tab hidden this long gives its stream back, and takes a new one from
+// its last line when shown again. A quick look at another tab keeps it.
+const HIDDEN_RELEASE_MS = 3000;
+const LIVE_TEXT = {
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  waiting: "Waiting for a free stream…",
+  paused: "Paused while hidden",
+};
+let hiddenTimer = 0;
+let released = false; // the stream was given back while the tab is hidden
+let attempt = 0; // counts streams opened and dropped: an answer to an older one is ignored
+let probe = null; // the request asking why a stream was refused
+
 function setLive(state) {
   liveBadge.hidden = state === null;
-  liveBadge.textContent = state === "live" ? "Live" : "Reconnecting…";
-  liveBadge.classList.toggle("reconnecting", state === "reconnecting");
+  liveBadge.textContent = LIVE_TEXT[state] ?? "";
+  for (const name of Object.keys(LIVE_TEXT)) liveBadge.classList.toggle(name, name === state);
+}
+
+// Drops the stream, and whatever was about to open another one.
+function stopStream() {
+  attempt++;
+  source?.close();
+  source = null;
+  clearTimeout(retryTimer);
+  retryTimer = 0;
+  probe?.abort();
+  probe = null;
 }
 
 function finish() {
   finished = true;
-  source?.close();
-  source = null;
-  clearTimeout(retryTimer);
+  stopStream();
+  clearTimeout(hiddenTimer);
   tick(false);
   setLive(null);
   followButton.textContent = "↓ Jump to end";
 }
 
+// Batches of lines per event (`lines`); one line per event (`message`) without.
+const streamUrl = () => `${data.eventsUrl}?offset=${last}${data.batch === "true" ? "&batch=1" : ""}`;
+
 function connect() {
-  clearTimeout(retryTimer);
-  source?.close();
-  // Batches of lines per event (`lines`); one line per event (`message`) without.
-  const batch = data.batch === "true" ? "&batch=1" : "";
-  source = new EventSource(`${data.eventsUrl}?offset=${last}${batch}`);
+  stopStream();
+  source = new EventSource(streamUrl());
   source.addEventListener("open", () => {
     retryDelay = RETRY_FIRST_MS;
     setLive("live");
@@ -1108,15 +1133,56 @@ function connect() {
     // up (an error status, or 204 for a run that ended meanwhile): we take over.
     if (source.readyState === EventSource.CLOSED) {
       source = null;
-      retryTimer = setTimeout(recover, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+      whyClosed(attempt);
     }
   });
+}
+
+function retryLater(ms, state) {
+  setLive(state);
+  retryTimer = setTimeout(recover, ms);
+}
+
+// Seconds of a Retry-After header: a number of seconds or an HTTP date; null if neither.
+function retryAfter(value) {
+  if (value === null) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, (at - Date.now()) / 1000);
+}
+
+// EventSource does not say why it gave up. The same request made with fetch, and dropped at
+// its headers, tells a server with no stream to spare (503, with when to come back in
+// Retry-After) from one that is restarting or unreachable (backoff). Random spread keeps the
+// tabs refused together from all coming back together.
+async function whyClosed(ticket) {
+  probe = new AbortController();
+  let response = null;
+  try {
+    response = await fetch(streamUrl(), {
+      headers: { Accept: "text/event-stream" },
+      credentials: "same-origin",
+      signal: probe.signal,
+    });
+  } catch {
+    // Unreachable, or dropped meanwhile.
+  }
+  if (ticket !== attempt) return;
+  probe.abort();
+  probe = null;
+  const seconds = response?.status === 503 ? retryAfter(response.headers.get("Retry-After")) : null;
+  if (seconds !== null) {
+    retryLater(seconds * 1000 * (1 + Math.random() / 2), "waiting");
+  } else {
+    retryLater(retryDelay * (0.5 + Math.random() / 2), "reconnecting");
+    retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+  }
 }
 
 // Asks how the run is before opening a new stream: a run that ended while the stream was
 // down only needs the lines still missing, if any.
 async function recover() {
+  const ticket = attempt;
   let status = null;
   try {
     const response = await fetch(data.statusUrl, {
@@ -1127,10 +1193,29 @@ async function recover() {
   } catch {
     // Network still down: try the stream again, which the retry delay spaces out.
   }
+  if (ticket !== attempt || finished) return; // hidden, or finished, meanwhile
   if (status) applyStatus(status);
   if (status && status.finished && last >= status.line_count) finish();
   else connect();
 }
+
+function release() {
+  stopStream();
+  released = true;
+  setLive("paused");
+}
+
+document.addEventListener("visibilitychange", () => {
+  clearTimeout(hiddenTimer);
+  if (finished) return;
+  if (document.hidden) {
+    hiddenTimer = setTimeout(release, HIDDEN_RELEASE_MS);
+  } else if (released) {
+    released = false;
+    setLive("reconnecting");
+    recover();
+  }
+});
 
 // Cancel without leaving the page; the form still works as a plain POST without JavaScript.
 byId("cancel-form")?.addEventListener("submit", async (event) => {
@@ -1187,5 +1272,7 @@ scrollToEnd();
 if (target !== null) goToLine(target);
 if (!finished) {
   tick(durationBase !== null);
-  connect();
+  // A tab opened in the background takes its stream once it is first shown.
+  if (document.hidden) release();
+  else connect();
 }

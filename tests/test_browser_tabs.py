@@ -1,0 +1,265 @@
+"""The job page as a good citizen of a browser and a server: a hidden tab gives its stream
+back and resumes at its line, a stream refused for capacity waits and comes back, and many
+tabs of one browser share one HTTP/2 connection through nginx (deploy/nginx), so that the
+browser's few connections per server are never all taken by streams.
+
+Runs are "running" runs of no process whose lines the test writes and announces, as their
+process would.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.models import JobStatus
+from tests import test_browser
+from tests.conftest import (
+    PROJECT_DIR,
+    LiveServer,
+    free_port,
+    missing_tool,
+    running_run,
+    start_gunicorn,
+    stop_process,
+    stop_server,
+    wait_for,
+)
+from tests.test_browser import WAIT_MS, end_run, expect, new_page, open_job, shown_numbers, write_lines
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+#: Chromium, one per module, as test_browser starts it (pytest finds a fixture by its name here).
+browser = test_browser.browser
+
+EVENTS = re.compile(r"/jobs/[0-9a-f-]+/events\?")
+
+
+def lines(first: int, last: int) -> list[str]:
+    return [f"line {n}" for n in range(first, last + 1)]
+
+
+def set_hidden(page: Any, hidden: bool) -> None:
+    """Hide or show the tab, as switching tabs does: headless pages are always visible, so
+    the document's visibility is overridden and its change announced."""
+    page.evaluate(
+        """hidden => {
+            for (const [name, value] of [["hidden", hidden], ["visibilityState", hidden ? "hidden" : "visible"]]) {
+                Object.defineProperty(document, name, { configurable: true, get: () => value });
+            }
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        hidden,
+    )
+
+
+def is_stream(request: Any) -> bool:
+    return EVENTS.search(request.url) is not None
+
+
+@pytest.fixture
+def one_stream_server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    """One worker that serves a single live stream at a time and tells the streams it
+    refuses to come back in a second."""
+    env = {**subprocess_env, "RUNLOG_MAX_STREAMS": "1", "RUNLOG_STREAM_RETRY_AFTER": "1"}
+    server = start_gunicorn(env, tmp_path / "gunicorn.log", "--workers", "1")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture
+def context(browser: Any, one_stream_server: LiveServer, session_cookie: str) -> Iterator[Any]:
+    """A browser window whose tabs are signed in; a script error on a tab fails the test."""
+    errors: list[str] = []
+    first = new_page(browser, one_stream_server, session_cookie, errors)
+    yield first.context
+    first.context.close()
+    assert errors == []
+
+
+def test_a_hidden_tab_gives_its_stream_back_and_resumes_at_its_line(
+    context: Any, one_stream_server: LiveServer
+) -> None:
+    watched, other = running_run(), running_run()
+    write_lines(watched, lines(1, 3))
+    tab = context.pages[0]
+    open_job(tab, one_stream_server, watched)
+    expect(tab.locator("#live")).to_have_text("Live")
+    write_lines(watched, lines(4, 5))
+    expect(tab.locator("#L5")).to_be_attached()
+
+    with tab.expect_event("requestfailed", is_stream):  # the page dropped its stream
+        set_hidden(tab, True)
+    expect(tab.locator("#live")).to_have_text("Paused while hidden")
+    # The server has the stream back: it serves another tab, its only stream.
+    second = context.new_page()
+    open_job(second, one_stream_server, other)
+    expect(second.locator("#live")).to_have_text("Live")
+    write_lines(other, lines(1, 2))
+    expect(second.locator("#L2")).to_be_attached()
+    second.close()
+
+    write_lines(watched, lines(6, 9))
+    with tab.expect_request(is_stream) as resumed:
+        set_hidden(tab, False)
+    assert "offset=5" in resumed.value.url  # from the last line it has, no line sent twice
+    expect(tab.locator("#live")).to_have_text("Live")
+    expect(tab.locator("#L9")).to_be_attached()
+    write_lines(watched, lines(10, 10))
+    end_run(watched, JobStatus.SUCCEEDED)
+    expect(tab.locator("#status-badge")).to_have_text("Succeeded")
+    assert shown_numbers(tab) == list(range(1, 11))
+    assert tab.locator("#log .tx").all_inner_texts() == lines(1, 10)
+
+
+def test_a_stream_refused_for_capacity_waits_and_comes_back_when_there_is_room(
+    context: Any, one_stream_server: LiveServer
+) -> None:
+    first_run, second_run = running_run(), running_run()
+    first = context.pages[0]
+    open_job(first, one_stream_server, first_run)
+    expect(first.locator("#live")).to_have_text("Live")
+
+    refusals: list[tuple[int, str | None]] = []
+
+    def note_refusal(response: Any) -> None:
+        if is_stream(response.request) and response.status != 200:
+            refusals.append((response.status, response.headers.get("retry-after")))
+
+    second = context.new_page()
+    second.on("response", note_refusal)
+    open_job(second, one_stream_server, second_run)
+    expect(second.locator("#live")).to_have_text("Waiting for a free stream…")
+    assert refusals and set(refusals) == {(503, "1")}
+    write_lines(second_run, lines(1, 3))
+
+    first.close()  # a viewer leaves: its stream is free
+    expect(second.locator("#live")).to_have_text("Live")
+    expect(second.locator("#L3")).to_be_attached()
+    write_lines(second_run, lines(4, 5))
+    end_run(second_run, JobStatus.SUCCEEDED)
+    expect(second.locator("#status-badge")).to_have_text("Succeeded")
+    assert shown_numbers(second) == list(range(1, 6))
+
+
+# --- Many tabs: HTTP/2 through nginx ---------------------------------------------------------
+
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+
+#: The test's nginx: its own files, ports and certificate around the production proxy rules.
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log info;
+events {{ worker_connections 256; }}
+http {{
+    log_format protocol '$server_protocol $status $request_uri';
+    access_log {tmp}/nginx-access.log protocol;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream runlog {{ server {upstream}; }}
+    server {{
+        listen 127.0.0.1:{port} ssl http2;
+        ssl_certificate {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        include {project}/deploy/nginx/proxy.conf;
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def https_server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, nginx's access log) of nginx serving HTTPS and HTTP/2 with a self-signed
+    certificate, in front of gunicorn."""
+    if NGINX is None:
+        missing_tool("nginx is not installed (apt-get install nginx-light)")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    upstream = start_gunicorn({**subprocess_env, "BEHIND_HTTPS_PROXY": "True"}, tmp_path / "gunicorn.log")
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    address = upstream.url.removeprefix("http://")
+    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=address, project=PROJECT_DIR))
+    with (tmp_path / "nginx.log").open("wb") as log:
+        nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+
+    def listens() -> bool:
+        if nginx.poll() is not None:
+            pytest.fail(f"nginx exited with {nginx.returncode}:\n{(tmp_path / 'nginx.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(listens, "nginx to listen")
+        yield f"https://127.0.0.1:{port}", tmp_path / "nginx-access.log"
+    finally:
+        stop_process(nginx)
+        stop_server(upstream)
+
+
+TABS = 10
+
+
+def test_ten_job_pages_in_one_browser_leave_the_admin_usable(
+    browser: Any,
+    https_server: tuple[str, Path],
+    session_cookie: str,
+) -> None:
+    url, access_log = https_server
+    context = browser.new_context(ignore_https_errors=True)
+    name, value = session_cookie.split("=", 1)
+    context.add_cookies([{"name": name, "value": value, "url": url}])
+    errors: list[str] = []
+    runs = [running_run() for _ in range(TABS)]
+    try:
+        tabs = []
+        for run in runs:
+            tab = context.new_page()
+            tab.set_default_timeout(WAIT_MS)
+            tab.on("pageerror", lambda error: errors.append(str(error)))
+            tab.goto(f"{url}{run.get_absolute_url()}")
+            tabs.append(tab)
+        for tab in tabs:
+            expect(tab.locator("#live")).to_have_text("Live")
+        # Ten streams open, and pages still load: the admin, and another run's page.
+        admin = context.new_page()
+        admin.set_default_timeout(WAIT_MS)
+        admin.goto(f"{url}/admin/", timeout=WAIT_MS)
+        expect(admin.locator("#site-name")).to_be_visible()
+        admin.goto(f"{url}/jobs/")
+        expect(admin.locator("h1")).to_have_text("Jobs")
+        # Every tab follows its run live.
+        for index, run in enumerate(runs):
+            write_lines(run, [f"run {index} line 1", f"run {index} line 2"])
+        for index, tab in enumerate(tabs):
+            expect(tab.locator("#L2 + .tx")).to_have_text(f"run {index} line 2")
+    finally:
+        context.close()
+    assert errors == []
+
+    # nginx logs a request once it has ended: the streams, once the tabs closed.
+    def logged() -> list[str] | None:
+        served = access_log.read_text().splitlines()
+        return served if sum("/events?" in line for line in served) >= TABS else None
+
+    served = wait_for(logged, "nginx to log the streams")
+    assert all(line.startswith("HTTP/2.0 ") for line in served), served
