@@ -16,12 +16,13 @@ from jobs.logstore.notify import announce
 from jobs.models import Job, JobStatus
 from tests import test_browser
 from tests.conftest import LiveServer, running_run, start_gunicorn, stop_server
-from tests.test_browser import START, expect, new_page, open_job
+from tests.test_browser import START, expect, open_job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-#: Chromium, one per module, as test_browser starts it (pytest finds a fixture by its name here).
-browser = test_browser.browser
+# test_browser's Chromium and signed-in page (pytest finds a fixture by its name here), on
+# this module's server.
+browser, page, server = test_browser.browser, test_browser.page, test_browser.server
 
 #: Durations of each form: seconds (a tie, which Python rounds to the even tenth), minutes, hours.
 DURATIONS = [timedelta(seconds=4.25), timedelta(seconds=185), timedelta(hours=2, minutes=3, seconds=0.5)]
@@ -29,20 +30,11 @@ FACTS = ["time[data-field=started_at]", "time[data-field=finished_at]", "#durati
 
 
 @pytest.fixture
-def server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
-    """A server in a time zone with minutes in its offset (+05:30)."""
+def live_server_gunicorn(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[LiveServer]:
+    """The project's gunicorn in a time zone with minutes in its offset (+05:30)."""
     server = start_gunicorn({**subprocess_env, "TIME_ZONE": "Asia/Kolkata"}, tmp_path / "gunicorn.log")
     yield server
     stop_server(server)
-
-
-@pytest.fixture
-def page(browser: Any, server: LiveServer, session_cookie: str) -> Iterator[Any]:
-    errors: list[str] = []
-    page = new_page(browser, server, session_cookie, errors)
-    yield page
-    page.context.close()
-    assert errors == []
 
 
 def test_live_times_and_durations_are_written_as_the_server_writes_them(page: Any, server: LiveServer) -> None:

@@ -10,8 +10,6 @@ process would.
 from __future__ import annotations
 
 import re
-import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +17,15 @@ from typing import Any
 
 import pytest
 
-from jobs.models import JobStatus
+from jobs.models import Job, JobStatus
 from tests import test_browser
 from tests.conftest import (
     PROJECT_DIR,
     LiveServer,
     free_port,
-    missing_tool,
     running_run,
     start_gunicorn,
+    start_nginx,
     stop_process,
     stop_server,
     wait_for,
@@ -62,6 +60,15 @@ def set_hidden(page: Any, hidden: bool) -> None:
 
 def is_stream(request: Any) -> bool:
     return EVENTS.search(request.url) is not None
+
+
+def end_and_expect_every_line(tab: Any, run: Job) -> None:
+    """End the run; its tab shows that, and each of its lines once, in order."""
+    end_run(run, JobStatus.SUCCEEDED)
+    expect(tab.locator("#status-badge")).to_have_text("Succeeded")
+    run.refresh_from_db()
+    assert tab.locator("#log .tx").all_inner_texts() == lines(1, run.line_count)
+    assert shown_numbers(tab) == list(range(1, run.line_count + 1))
 
 
 @pytest.fixture
@@ -113,10 +120,7 @@ def test_a_hidden_tab_gives_its_stream_back_and_resumes_at_its_line(
     expect(tab.locator("#live")).to_have_text("Live")
     expect(tab.locator("#L9")).to_be_attached()
     write_lines(watched, lines(10, 10))
-    end_run(watched, JobStatus.SUCCEEDED)
-    expect(tab.locator("#status-badge")).to_have_text("Succeeded")
-    assert shown_numbers(tab) == list(range(1, 11))
-    assert tab.locator("#log .tx").all_inner_texts() == lines(1, 10)
+    end_and_expect_every_line(tab, watched)
 
 
 def test_a_stream_refused_for_capacity_waits_and_comes_back_when_there_is_room(
@@ -144,31 +148,14 @@ def test_a_stream_refused_for_capacity_waits_and_comes_back_when_there_is_room(
     expect(second.locator("#live")).to_have_text("Live")
     expect(second.locator("#L3")).to_be_attached()
     write_lines(second_run, lines(4, 5))
-    end_run(second_run, JobStatus.SUCCEEDED)
-    expect(second.locator("#status-badge")).to_have_text("Succeeded")
-    assert shown_numbers(second) == list(range(1, 6))
+    end_and_expect_every_line(second, second_run)
 
 
 # --- Many tabs: HTTP/2 through nginx ---------------------------------------------------------
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-#: The test's nginx: its own files, ports and certificate around the production proxy rules.
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 256; }}
-http {{
-    log_format protocol '$server_protocol $status $request_uri';
-    access_log {tmp}/nginx-access.log protocol;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+#: The production proxy rules (deploy/nginx/proxy.conf) in a TLS server with HTTP/2, as
+#: deploy/nginx/runlog.conf has them, on the test's port and certificate.
+HTTPS_PROXY = """\
     upstream runlog {{ server {upstream}; }}
     server {{
         listen 127.0.0.1:{port} ssl http2;
@@ -176,7 +163,6 @@ http {{
         ssl_certificate_key {tmp}/key.pem;
         include {project}/deploy/nginx/proxy.conf;
     }}
-}}
 """
 
 
@@ -184,35 +170,20 @@ http {{
 def https_server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(base URL, nginx's access log) of nginx serving HTTPS and HTTP/2 with a self-signed
     certificate, in front of gunicorn."""
-    if NGINX is None:
-        missing_tool("nginx is not installed (apt-get install nginx-light)")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
          "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
         check=True, capture_output=True,
     )  # fmt: skip
     upstream = start_gunicorn({**subprocess_env, "BEHIND_HTTPS_PROXY": "True"}, tmp_path / "gunicorn.log")
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    address = upstream.url.removeprefix("http://")
-    conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=address, project=PROJECT_DIR))
-    with (tmp_path / "nginx.log").open("wb") as log:
-        nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-
-    def listens() -> bool:
-        if nginx.poll() is not None:
-            pytest.fail(f"nginx exited with {nginx.returncode}:\n{(tmp_path / 'nginx.log').read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return True
-        except OSError:
-            return False
-
     try:
-        wait_for(listens, "nginx to listen")
+        port = free_port()
+        address = upstream.url.removeprefix("http://")
+        servers = HTTPS_PROXY.format(tmp=tmp_path, port=port, upstream=address, project=PROJECT_DIR)
+        nginx = start_nginx(tmp_path, port, servers)
         yield f"https://127.0.0.1:{port}", tmp_path / "nginx-access.log"
-    finally:
         stop_process(nginx)
+    finally:
         stop_server(upstream)
 
 
