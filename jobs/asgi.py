@@ -3,10 +3,10 @@
 Django's own ASGI handler runs a project of sync middleware and views by hopping to a
 thread for each middleware and for the view, through one thread per request; here each
 request's whole middleware chain and view run in one hop on a pool of
-RUNLOG_PAGE_THREADS threads (each keeps its database connection, checked at each request
-as under WSGI). What a view returns is sent from the event loop: an async stream (the
-log streams) is iterated there, so an idle viewer costs a coroutine and no thread, and
-however many streams are open, the pool stays free for pages.
+RUNLOG_PAGE_THREADS threads, each keeping its database connection. What a view returns is
+sent from the event loop: an async stream (the log streams) is iterated there, so an idle
+viewer costs a coroutine and no thread, and however many streams are open, the pool stays
+free for pages.
 
 On the server's SIGTERM (a deploy) the process starts ending its runs and then its
 streams at once, as config/gunicorn.conf.py does for threaded workers: the server waits
@@ -30,6 +30,7 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
+from django.db import connections
 from django.http import FileResponse
 from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
@@ -95,6 +96,11 @@ class RunlogASGIHandler(ASGIHandler):
         assert response is not None
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size
+        # The pool's threads are few and last: each keeps its connection across requests
+        # (checked at the start of each, CONN_HEALTH_CHECKS) instead of opening one per
+        # request, as CONN_MAX_AGE=0 would under WSGI's many threads.
+        for connection in connections.all(initialized_only=True):
+            connection.close_at = None
         if not response.streaming:
             response.close()
         return response

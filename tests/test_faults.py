@@ -494,10 +494,14 @@ def test_50_concurrent_runs_in_gunicorn_keep_their_own_lines(
     )
     try:
         # gunicorn listens once its first worker is up: wait for the second one too (a
-        # precondition of spreading the runs), seen in the access log's pids.
+        # precondition of spreading the runs), seen in the log: a threaded worker's pid is in
+        # its access log, a uvicorn worker says when its application has started.
         def both_workers_answer() -> bool:
             request(f"{server.url}/admin/login/", timeout=WAIT)
-            return len(set(re.findall(r'pid=<?(\d+)>? "GET /admin/login/', server.log()))) == 2
+            log = server.log()
+            pids = re.findall(r'pid=<?(\d+)>? "GET /admin/login/', log)
+            pids += re.findall(r"\[(\d+)\] \[INFO\] Application startup complete", log)
+            return len(set(pids)) == 2
 
         wait_for(both_workers_answer, "both gunicorn workers to answer")
         url = launch_url(server.url, "demo.echo")

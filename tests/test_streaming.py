@@ -534,7 +534,10 @@ def test_a_client_that_leaves_frees_its_thread(
     # Heartbeats far apart, so that only noticing the closed socket can free the threads:
     # a heartbeat (or a line) written to a closed socket would free them too, but only after
     # WAIT, and the run stays silent (it prints once, then sleeps past the test; cancelled after).
-    env = {**subprocess_env, "RUNLOG_STREAM_HEARTBEAT": str(WAIT * 10)}
+    # Threaded workers, where a stream holds a thread (uvicorn's hold none: there the place
+    # a client frees is its stream's, tests/test_capacity.py), with no stream limit below them.
+    env = {**subprocess_env, "RUNLOG_STREAM_HEARTBEAT": str(WAIT * 10), "GUNICORN_WORKER_CLASS": "gthread",
+           "RUNLOG_MAX_STREAMS": "2"}  # fmt: skip
     server = start_gunicorn(env, tmp_path / "gunicorn.log", "--workers", "1", "--threads", "2")
     try:
         job = local_runs.launch("demo.count", n=2, interval=WAIT * 10)

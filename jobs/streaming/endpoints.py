@@ -126,8 +126,8 @@ def _stream(
     if isinstance(request, ASGIRequest):
 
         async def encoded_async() -> AsyncIterator[bytes]:
-            async for event in events_async(job.id, after, live=live):
-                yield encode(event)
+            async for burst in events_async(job.id, after, live=live):
+                yield b"".join([encode(event) for event in burst])
 
         return encoded_async()
     sock = request.META.get("gunicorn.socket")

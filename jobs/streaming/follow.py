@@ -125,7 +125,9 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
     status_sent = _status_view(job)
     progress = _ProgressSent()
     yield from progress.changed(_progress(job))
-    last = yield from replay(job_id, after)
+    # The row was read after subscribing: lines past its count will be published, so a
+    # viewer that has them all (a reconnect, or a run yet to print) has nothing to read.
+    last = (yield from replay(job_id, after)) if job.line_count > after else after
     while not job.is_finished:
         published = yield Wait()
         if published is None:
@@ -320,25 +322,34 @@ def _wait(subscription: Subscription, client_gone: Callable[[], bool] | None) ->
             return _CLIENT_GONE
 
 
-async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIterator[Event]:
-    """Carry out the plan with awaits (ASGI). Database reads go to the process's viewer
-    readers (VIEWER_DATABASE_SLOTS threads, each keeping its connection), so a crowd of
-    viewers waits its turn there and an idle viewer holds neither thread nor connection. A
-    client that leaves cancels this generator, which cleans up here."""
+async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIterator[list[Event]]:
+    """Carry out the plan with awaits (ASGI), yielding the events in bursts: all those
+    that come before the plan's next read or wait, to be sent together (a wake-up of a
+    crowd's viewer brings many batches). Database reads go to the process's viewer readers
+    (VIEWER_DATABASE_SLOTS threads, each keeping its connection), so a crowd of viewers
+    waits its turn there and an idle viewer holds neither thread nor connection. A client
+    that leaves cancels this generator, which cleans up here."""
     subscription, plan = _start(job_id, after, live)
     loop = asyncio.get_running_loop()
+    burst: list[Event] = []
     try:
         step = _next_step(plan, None)
         while step is not None:
+            if isinstance(step, Event):
+                burst.append(step)
+                step = _next_step(plan, None)
+                continue
+            if burst:
+                yield burst
+                burst = []
             if isinstance(step, Read):
                 step = _next_step(plan, await loop.run_in_executor(_viewer_readers(), _read, step.call))
-            elif isinstance(step, Wait):
+            else:
                 assert subscription is not None  # only a live plan waits
                 ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
                 step = _next_step(plan, subscription.take() if ready else None)
-            else:
-                yield step
-                step = _next_step(plan, None)
+        if burst:
+            yield burst
     finally:
         plan.close()
         if subscription is not None:

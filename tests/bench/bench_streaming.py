@@ -128,6 +128,14 @@ QUIET_SUPERVISOR = {"RUNLOG_HEARTBEAT_INTERVAL": "3600"}
 IDLE_SETTLE = 0.5
 IDLE_MARGIN = 2.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ADMIN_CHANGELIST = "/admin/jobs/job/"
+#: The capacity section's page loads, in turn: none of them is a stream.
+CAPACITY_PAGES = ("/admin/", "/jobs/", "/jobs/{job}/", "/jobs/{job}/status", "/jobs/{job}/log.txt")
+
+
+def _todays(config: ServerConfig) -> dict[str, str]:
+    """Threaded workers as they ran before streams had a limit: every stream takes a thread."""
+    return {"RUNLOG_MAX_STREAMS": "1000000"} if config.worker_class == "gthread" else {}
 
 
 @dataclass(frozen=True)
@@ -152,9 +160,21 @@ class Sizes:
     growth_lines: int = 200_000
     #: Seconds between the first launch and the flood (launching, connecting the viewers).
     growth_allowance: float = 2.0
-    #: The shipped configuration and an ASGI worker; --configs measures others, e.g.
-    #: gthread:2x16 (the earlier default: too few threads for 200 viewers) or gthread:2x1024.
-    configs: tuple[str, ...] = ("default", "asgi:2")
+    #: The shipped configuration and the earlier one (threads); --configs measures others,
+    #: e.g. gthread:2x16 or uvicorn:4.
+    configs: tuple[str, ...] = ("gthread:2x256", "default")
+    #: Where the fan-out's job runs: "runjob" (another process, as a worker) or "server".
+    fanout_job_in: str = "runjob"
+    #: The capacity section: idle streams held open while pages are loaded (the crowd), and
+    #: stream connections opened at once (the burst), per configuration.
+    crowd_viewers: int = 2000
+    burst_viewers: int = 1000
+    #: Seconds the crowd's pages are sampled once its streams have connected, and the most
+    #: the streams get to connect (or the burst to be answered).
+    capacity_window: float = 20.0
+    connect_allowance: float = 30.0
+    #: Seconds after which a page load counts as timed out.
+    page_timeout: float = 15.0
 
 
 QUICK = Sizes(
@@ -171,6 +191,10 @@ QUICK = Sizes(
     growth_lines=4_000,
     growth_allowance=1.0,
     configs=("default",),
+    crowd_viewers=30,
+    burst_viewers=20,
+    capacity_window=2.0,
+    connect_allowance=10.0,
 )
 
 
@@ -186,7 +210,7 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here as JSON")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test that takes seconds")
     parser.add_argument("--databases", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
-    parser.add_argument("--sections", default="latency,fanout,replay,idle,growth")
+    parser.add_argument("--sections", default="latency,fanout,replay,idle,growth,capacity")
     parser.add_argument("--configs", help="fan-out server configs, e.g. gthread:2x16,gthread:2x112,asgi:2")
     parser.add_argument("--viewers", type=int)
     parser.add_argument("--repeat", type=int)
@@ -340,7 +364,8 @@ def run_database(args: argparse.Namespace) -> None:
     failed = False
     try:
         for name, section in (("latency", bench.latency), ("fanout", bench.fanout), ("replay", bench.replay),
-                              ("idle", bench.idle), ("growth", bench.growth)):  # fmt: skip
+                              ("idle", bench.idle), ("growth", bench.growth),
+                              ("capacity", bench.capacity)):  # fmt: skip
             if name in sections:
                 machine = MachineCpu()
                 bench.partial = results[name] = {}
@@ -413,10 +438,10 @@ class ServerConfig:
 
     @classmethod
     def parse(cls, text: str) -> ServerConfig:
-        """gthread:2x16 (workers x threads), asgi:2 (workers), or default (the config file's)."""
+        """gthread:2x16 (workers x threads), uvicorn:2 (workers), or default (the config file's)."""
         if text == "default":
             conf = runpy.run_path(str(Path.cwd() / "config/gunicorn.conf.py"))
-            return cls(conf["worker_class"], conf["workers"], conf["threads"], default=True)
+            return cls(conf["worker_class"], conf["workers"], conf.get("threads", 1), default=True)
         worker_class, _, shape = text.partition(":")
         workers, _, threads = shape.partition("x")
         return cls(worker_class, int(workers), int(threads or 1))
@@ -456,14 +481,16 @@ class Server:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        extra: list[str] = []
         if config.default:
             del env["GUNICORN_WORKERS"], env["GUNICORN_THREADS"]
-        app, extra = "config.wsgi", []
-        if config.worker_class != "gthread":
-            app, extra = "config.asgi:application", ["--worker-class", config.worker_class]
+        elif config.worker_class in ("gthread", "uvicorn"):  # the two the config file knows
+            env["GUNICORN_WORKER_CLASS"] = config.worker_class
+        else:
+            extra = ["config.asgi:application", "--worker-class", config.worker_class]
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", app, "--config", "config/gunicorn.conf.py",
+                [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.conf.py",
                  "--bind", f"127.0.0.1:{self.port}", *extra],
                 cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
@@ -740,6 +767,11 @@ class Client:
         (a stream's are at its latency_offset, latency_count)."""
         return self._latencies
 
+    def stop(self) -> None:
+        """End every stream now (the client then reports, as at its timeout)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -752,31 +784,39 @@ class Client:
 
 
 class AdminSampler(threading.Thread):
-    """GETs the admin changelist, one request at a time on a new connection, until stopped."""
+    """GETs the admin changelist (or each of `pages` in turn), one request at a time on a new
+    connection, until stopped; a request that fails or takes `timeout` seconds counts as a
+    failure (and as `timeout` seconds)."""
 
-    def __init__(self, port: int, cookie: str, interval: float) -> None:
+    def __init__(
+        self, port: int, cookie: str, interval: float, *, pages: list[str] | None = None, timeout: float = 120
+    ) -> None:
         super().__init__(daemon=True)
-        self.port, self.cookie, self.interval = port, cookie, interval
+        self.port, self.cookie, self.interval, self.timeout = port, cookie, interval, timeout
+        self.pages = pages or [ADMIN_CHANGELIST]
         self.times: list[float] = []
         self.failures: list[str] = []
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        index = 0
         while not self.stopping.is_set():
+            page = self.pages[index % len(self.pages)]
+            index += 1
             started = time.perf_counter()
             try:
-                status, body = http_get(self.port, "/admin/jobs/job/", self.cookie)
-                if status != 200 or b"result_list" not in body:
-                    self.failures.append(f"HTTP {status}")
+                status, body = http_get(self.port, page, self.cookie, timeout=self.timeout)
+                if status != 200 or (page == ADMIN_CHANGELIST and b"result_list" not in body):
+                    self.failures.append(f"{page}: HTTP {status}")
             except OSError as exc:
-                self.failures.append(repr(exc))
-            self.times.append(time.perf_counter() - started)
+                self.failures.append(f"{page}: {exc!r}")
+            self.times.append(min(time.perf_counter() - started, self.timeout))
             self.stopping.wait(self.interval)
 
     def stop(self) -> dict[str, Any]:
         self.stopping.set()
         self.join()
-        return {**summary(self.times), "failures": len(self.failures)}
+        return {**summary(self.times), "failures": len(self.failures), "failed": self.failures[:5]}
 
 
 class ServerCpu:
@@ -1069,7 +1109,7 @@ class Bench:
                                       "workers": config.workers, "threads": config.threads}  # fmt: skip
             results.append(result)
             try:
-                server = self.server(config)
+                server = self.server(config, _todays(config))
                 try:
                     admin = AdminSampler(server.port, self.cookie, 0.0)
                     admin.start()
@@ -1081,6 +1121,7 @@ class Bench:
                     result.update(self._fanout_run(server))
                 finally:
                     server.stop()
+                    self._stop_runjobs()
             except Exception as exc:  # noqa: BLE001 - recorded; the next configuration runs
                 log(f"fan-out {config} failed: {exc!r}")
                 result["error"] = repr(exc)
@@ -1091,12 +1132,17 @@ class Bench:
         sizes = self.sizes
         return {"n": sizes.fanout_lines, "interval": sizes.fanout_interval, "delay": sizes.fanout_delay}
 
+    def _fanout_job(self, server: Server) -> uuid.UUID:
+        if self.sizes.fanout_job_in == "runjob":
+            return self._runjob("bench.clock", self._fanout_params())
+        return launch_through_admin(server.port, self.cookie, "bench.clock", self._fanout_params())
+
     def _job_alone(self, server: Server) -> dict[str, Any]:
         from jobs.models import Job
 
         cpu = server.cpu_seconds()
         started = time.time()
-        job_id = launch_through_admin(server.port, self.cookie, "bench.clock", self._fanout_params())
+        job_id = self._fanout_job(server)
         job = Job.objects.get(pk=job_id)
         while not job.is_finished:
             time.sleep(0.05)
@@ -1112,7 +1158,7 @@ class Bench:
         database_before = _database_activity()
         machine = MachineCpu()
         launched = time.time()
-        job_id = launch_through_admin(server.port, self.cookie, "bench.clock", self._fanout_params())
+        job_id = self._fanout_job(server)
         paths = [f"/jobs/{job_id}/events"] * sizes.viewers
         client = Client({"port": server.port, "cookie": self.cookie, "paths": paths, "mode": "sse",
                          "timeout": 900, "clock_lines": True})  # fmt: skip
@@ -1481,6 +1527,84 @@ class Bench:
         )
         return measured
 
+    # --- 6. Capacity ----------------------------------------------------------------------------------
+
+    def capacity(self) -> dict[str, Any]:
+        """Per configuration (--configs; gthread without a stream limit, as it ran before
+        there was one), a fresh server and a silent run in a runjob process: the burst
+        (burst_viewers stream connections opened at once: time to first bytes, answers)
+        while pages are loaded, then the crowd (crowd_viewers idle streams held open: how
+        many were served, refused or left unanswered, the server's memory per stream, and
+        page loads meanwhile)."""
+        sizes = self.sizes
+        results: list[dict[str, Any]] = []
+        self.partial.update(crowd_viewers=sizes.crowd_viewers, burst_viewers=sizes.burst_viewers,
+                            window_s=sizes.capacity_window, page_timeout_s=sizes.page_timeout,
+                            pages=list(CAPACITY_PAGES), runs=results)  # fmt: skip
+        for text in sizes.configs:
+            config = ServerConfig.parse(text)
+            result: dict[str, Any] = {"config": str(config)}
+            results.append(result)
+            server = self.server(config, _todays(config))
+            try:
+                seconds = 4 * (sizes.connect_allowance + sizes.capacity_window) + 60
+                job_id = self._runjob("bench.silent", {"seconds": seconds})
+                self._silent_until(job_id)
+                result["idle_rss_mb"] = server.rss_mb()
+                log(f"capacity: {config}, a burst of {sizes.burst_viewers} streams")
+                result["burst"] = self._streams_and_pages(server, job_id, sizes.burst_viewers, wait_ready=False)
+                self.save()
+                log(f"capacity: {config}, a crowd of {sizes.crowd_viewers} idle streams")
+                result["crowd"] = self._streams_and_pages(server, job_id, sizes.crowd_viewers, wait_ready=True)
+            except Exception as exc:  # noqa: BLE001 - recorded; the next configuration runs
+                log(f"capacity {config} failed: {exc!r}")
+                result["error"] = repr(exc)
+            finally:
+                server.stop()
+                self._stop_runjobs()
+            self.save()
+        return self.partial
+
+    def _streams_and_pages(self, server: Server, job_id: uuid.UUID, count: int, *, wait_ready: bool) -> dict[str, Any]:
+        """`count` streams of the run, connected at once, and pages loaded one after the other
+        meanwhile: from the first connection on (the burst), or once every stream has its
+        first bytes (at most connect_allowance: the crowd) for capacity_window seconds."""
+        sizes = self.sizes
+        rss_before = server.rss_mb()
+        paths = [f"/jobs/{job_id}/events"] * count
+        timeout = sizes.connect_allowance + sizes.capacity_window + sizes.page_timeout
+        client = Client({"port": server.port, "cookie": self.cookie, "paths": paths, "mode": "sse",
+                         "timeout": timeout})  # fmt: skip
+        try:
+            pages = [path.format(job=job_id) for path in CAPACITY_PAGES]
+            sampler = AdminSampler(server.port, self.cookie, 0.0, pages=pages, timeout=sizes.page_timeout)
+            connected = time.time()
+            if wait_ready:
+                client.ready.wait(sizes.connect_allowance)
+                connected = time.time()
+            sampler.start()
+            time.sleep(sizes.capacity_window)
+            rss_held = server.rss_mb()
+            page_loads = sampler.stop()
+            client.stop()
+            out = client.result(timeout=timeout + 60)
+        finally:
+            client.kill()
+        streams = out["streams"]
+        served = [stream for stream in streams if stream.get("status") == 200]
+        ttfb = [stream["first_byte"] - stream["sent_at"] for stream in streams if stream["first_byte"]]
+        return {
+            "streams": count,
+            "served": len(served),
+            "refused_503": sum(1 for stream in streams if stream.get("status") == 503),
+            "unanswered": sum(1 for stream in streams if not stream["first_byte"]),
+            "first_bytes": summary(ttfb),
+            "connect_s": connected - min(stream["sent_at"] for stream in streams),
+            "pages": page_loads,
+            "rss_growth_mb": rss_held - rss_before,
+            "kb_per_served_stream": 1024 * (rss_held - rss_before) / len(served) if served else None,
+        }
+
     # --- 5. Growth ------------------------------------------------------------------------------------
 
     def growth(self) -> dict[str, Any]:
@@ -1785,7 +1909,7 @@ def _pair(stats: dict[str, Any]) -> str:
 def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
     if "error" in db:
         yield ("ERROR", db["error"])
-    for number, section in enumerate(("latency", "fanout", "replay", "idle", "growth"), 1):
+    for number, section in enumerate(("latency", "fanout", "replay", "idle", "growth", "capacity"), 1):
         if "error" in db.get(section, {}):
             yield (f"{number}. {section}: ERROR", db[section]["error"][:100])
     latency = db.get("latency")
@@ -1872,6 +1996,30 @@ def table_rows(db: dict[str, Any]) -> Iterator[tuple[str, str]]:
                     )
     yield from _idle_rows(db.get("idle"))
     yield from _growth_rows(db.get("growth"))
+    yield from _capacity_rows(db.get("capacity"))
+
+
+def _capacity_rows(capacity: dict[str, Any] | None) -> Iterator[tuple[str, str]]:
+    if not capacity or "runs" not in capacity:
+        return
+    yield (f"6. capacity: a burst of {capacity['burst_viewers']:,} streams, a crowd of "
+           f"{capacity['crowd_viewers']:,} idle streams; pages loaded meanwhile", "")  # fmt: skip
+    for run in capacity["runs"]:
+        tag = f"   [{run['config']}]"
+        if "error" in run:
+            yield (f"{tag} ERROR", run["error"][:100])
+        for case in ("burst", "crowd"):
+            item = run.get(case)
+            if not item:
+                continue
+            yield (f"{tag} {case}: served; refused (503); unanswered",
+                   f"{item['served']:,}; {item['refused_503']:,}; {item['unanswered']:,}")  # fmt: skip
+            yield (f"{tag} {case}: first bytes p50 / p99", _pair(item["first_bytes"]))
+            pages = item["pages"]
+            yield (f"{tag} {case}: pages p50 / p99 (max; failed or timed out / n)",
+                   f"{_pair(pages)} ({_ms(pages['max'])}; {pages['failures']} / {pages['n']})")  # fmt: skip
+            if case == "crowd" and item["kb_per_served_stream"] is not None:
+                yield (f"{tag} crowd: server memory per stream", f"{item['kb_per_served_stream']:.0f} KB")
 
 
 def _runs(repeat: int) -> str:

@@ -10,6 +10,8 @@ client's own cost while measuring is a syscall and an append per read. It prints
 on stdout once every stream has its first bytes, and "ended" once every stream has ended
 (before it parses anything).
 
+SIGUSR1 ends it early, as if its timeout had passed.
+
 SPEC: host, port, cookie, paths (one stream per path), mode ("sse", "text" or "clock":
 newline-separated "<time.time()>" lines on a raw socket, the benchmark's loopback
 baseline), timeout (seconds for everything), clock_lines (a line's text starts with the
@@ -30,6 +32,7 @@ import hashlib
 import json
 import resource
 import selectors
+import signal
 import socket
 import sys
 import time
@@ -61,6 +64,8 @@ class Stream:
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     host, port, mode = spec["host"], spec["port"], spec["mode"]
     streams = [Stream(path) for path in spec["paths"]]
+    stopping: list[int] = []
+    signal.signal(signal.SIGUSR1, lambda signum, frame: stopping.append(signum))
     selector = selectors.DefaultSelector()
     started = time.time()
     cpu_started = _cpu()
@@ -86,7 +91,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     deadline = started + spec["timeout"]
     while open_streams:
         remaining = deadline - time.time()
-        if remaining <= 0:
+        if remaining <= 0 or stopping:
             for key in list(selector.get_map().values()):
                 key.data.error = "timeout"
             break
