@@ -92,8 +92,9 @@ const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 const formatNumber = (value) => (Number.isInteger(value) ? String(value) : value.toFixed(2));
 const pad = (n, width = 2) => String(n).padStart(width, "0");
 
-// Seconds to one decimal as Python's "{:.1f}" writes them: a tie (a value of exactly so
-// many tenths and a half, a quarter second) goes to the even tenth, where toFixed rounds up.
+// Seconds to one decimal as Python's "{:.1f}" writes them: a value exactly halfway between
+// two tenths (in binary, only odd quarters of a second are) goes to the even one, where
+// toFixed goes up.
 function tenths(value) {
   if (!Number.isInteger(value * 4) || Number.isInteger(value * 2)) return value.toFixed(1);
   const down = Math.floor(value * 10);
