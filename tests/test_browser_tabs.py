@@ -10,6 +10,7 @@ process would.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import (
     PROJECT_DIR,
     LiveServer,
     free_port,
+    missing_tool,
     running_run,
     start_gunicorn,
     start_nginx,
@@ -170,6 +172,8 @@ HTTPS_PROXY = """\
 def https_server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(base URL, nginx's access log) of nginx serving HTTPS and HTTP/2 with a self-signed
     certificate, in front of gunicorn."""
+    if shutil.which("openssl") is None:
+        missing_tool("openssl is not installed (apt-get install openssl)")
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
          "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
