@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from tests.conftest import (
     stop_server,
     wait_for,
 )
-from tests.test_browser import WAIT_MS, end_run, expect, new_page, open_job, shown_numbers, write_lines
+from tests.test_browser import WAIT_MS, end_run, expect, open_job, shown_numbers, write_lines
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -83,22 +83,45 @@ def one_stream_server(subprocess_env: dict[str, str], tmp_path: Path) -> Iterato
     stop_server(server)
 
 
+class Window:
+    """A browser window (a Playwright context) whose tabs are signed in to `url`; the
+    script errors of its tabs are collected."""
+
+    def __init__(self, browser: Any, url: str, session_cookie: str, **options: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, **options)
+        name, value = session_cookie.split("=", 1)
+        self.context.add_cookies([{"name": name, "value": value, "url": url}])
+        self.errors: list[str] = []
+
+    def tab(self) -> Any:
+        tab = self.context.new_page()
+        tab.set_default_timeout(WAIT_MS)
+        tab.on("pageerror", lambda error: self.errors.append(str(error)))
+        return tab
+
+
 @pytest.fixture
-def context(browser: Any, one_stream_server: LiveServer, session_cookie: str) -> Iterator[Any]:
-    """A browser window whose tabs are signed in; a script error on a tab fails the test."""
-    errors: list[str] = []
-    first = new_page(browser, one_stream_server, session_cookie, errors)
-    yield first.context
-    first.context.close()
-    assert errors == []
+def window(browser: Any, session_cookie: str) -> Iterator[Callable[..., Window]]:
+    """Opens windows on a server; a script error on any of their tabs fails the test."""
+    windows: list[Window] = []
+
+    def open_window(url: str, **options: Any) -> Window:
+        windows.append(Window(browser, url, session_cookie, **options))
+        return windows[-1]
+
+    yield open_window
+    for opened in windows:
+        opened.context.close()
+    assert [error for opened in windows for error in opened.errors] == []
 
 
 def test_a_hidden_tab_gives_its_stream_back_and_resumes_at_its_line(
-    context: Any, one_stream_server: LiveServer
+    window: Callable[..., Window], one_stream_server: LiveServer
 ) -> None:
     watched, other = running_run(), running_run()
     write_lines(watched, lines(1, 3))
-    tab = context.pages[0]
+    browser_window = window(one_stream_server.url)
+    tab = browser_window.tab()
     open_job(tab, one_stream_server, watched)
     expect(tab.locator("#live")).to_have_text("Live")
     write_lines(watched, lines(4, 5))
@@ -108,7 +131,7 @@ def test_a_hidden_tab_gives_its_stream_back_and_resumes_at_its_line(
         set_hidden(tab, True)
     expect(tab.locator("#live")).to_have_text("Paused while hidden")
     # The server has the stream back: it serves another tab, its only stream.
-    second = context.new_page()
+    second = browser_window.tab()
     open_job(second, one_stream_server, other)
     expect(second.locator("#live")).to_have_text("Live")
     write_lines(other, lines(1, 2))
@@ -126,10 +149,11 @@ def test_a_hidden_tab_gives_its_stream_back_and_resumes_at_its_line(
 
 
 def test_a_stream_refused_for_capacity_waits_and_comes_back_when_there_is_room(
-    context: Any, one_stream_server: LiveServer
+    window: Callable[..., Window], one_stream_server: LiveServer
 ) -> None:
     first_run, second_run = running_run(), running_run()
-    first = context.pages[0]
+    browser_window = window(one_stream_server.url)
+    first = browser_window.tab()
     open_job(first, one_stream_server, first_run)
     expect(first.locator("#live")).to_have_text("Live")
 
@@ -139,7 +163,7 @@ def test_a_stream_refused_for_capacity_waits_and_comes_back_when_there_is_room(
         if is_stream(response.request) and response.status != 200:
             refusals.append((response.status, response.headers.get("retry-after")))
 
-    second = context.new_page()
+    second = browser_window.tab()
     second.on("response", note_refusal)
     open_job(second, one_stream_server, second_run)
     expect(second.locator("#live")).to_have_text("Waiting for a free stream…")
@@ -195,41 +219,29 @@ TABS = 10
 
 
 def test_ten_job_pages_in_one_browser_leave_the_admin_usable(
-    browser: Any,
-    https_server: tuple[str, Path],
-    session_cookie: str,
+    window: Callable[..., Window], https_server: tuple[str, Path]
 ) -> None:
     url, access_log = https_server
-    context = browser.new_context(ignore_https_errors=True)
-    name, value = session_cookie.split("=", 1)
-    context.add_cookies([{"name": name, "value": value, "url": url}])
-    errors: list[str] = []
+    browser_window = window(url, ignore_https_errors=True)
     runs = [running_run() for _ in range(TABS)]
-    try:
-        tabs = []
-        for run in runs:
-            tab = context.new_page()
-            tab.set_default_timeout(WAIT_MS)
-            tab.on("pageerror", lambda error: errors.append(str(error)))
-            tab.goto(f"{url}{run.get_absolute_url()}")
-            tabs.append(tab)
-        for tab in tabs:
-            expect(tab.locator("#live")).to_have_text("Live")
-        # Ten streams open, and pages still load: the admin, and another run's page.
-        admin = context.new_page()
-        admin.set_default_timeout(WAIT_MS)
-        admin.goto(f"{url}/admin/", timeout=WAIT_MS)
-        expect(admin.locator("#site-name")).to_be_visible()
-        admin.goto(f"{url}/jobs/")
-        expect(admin.locator("h1")).to_have_text("Jobs")
-        # Every tab follows its run live.
-        for index, run in enumerate(runs):
-            write_lines(run, [f"run {index} line 1", f"run {index} line 2"])
-        for index, tab in enumerate(tabs):
-            expect(tab.locator("#L2 + .tx")).to_have_text(f"run {index} line 2")
-    finally:
-        context.close()
-    assert errors == []
+    tabs = []
+    for run in runs:
+        tabs.append(browser_window.tab())
+        tabs[-1].goto(f"{url}{run.get_absolute_url()}")
+    for tab in tabs:
+        expect(tab.locator("#live")).to_have_text("Live")
+    # Ten streams open, and pages still load: the admin and the list of runs.
+    other = browser_window.tab()
+    other.goto(f"{url}/admin/")
+    expect(other.locator("#site-name")).to_be_visible()
+    other.goto(f"{url}/jobs/")
+    expect(other.locator("h1")).to_have_text("Jobs")
+    # Every tab follows its run live.
+    for index, run in enumerate(runs):
+        write_lines(run, [f"run {index} line 1", f"run {index} line 2"])
+    for index, tab in enumerate(tabs):
+        expect(tab.locator("#L2 + .tx")).to_have_text(f"run {index} line 2")
+    browser_window.context.close()
 
     # nginx logs a request once it has ended: the streams, once the tabs closed.
     def logged() -> list[str] | None:
