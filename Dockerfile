@@ -1,4 +1,4 @@
-# Runlog under gunicorn. Build: docker compose build; run: docker compose up.
+# Runlog under gunicorn with uvicorn workers (config/gunicorn.conf.py). Build: docker compose build; run: docker compose up.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

@@ -3,7 +3,8 @@
 Django's own ASGI handler runs a project of sync middleware and views by hopping to a
 thread for each middleware and for the view, through one thread per request; here each
 request's whole middleware chain and view run in one hop on a pool of
-RUNLOG_PAGE_THREADS threads, each keeping its database connection. What a view returns is
+RUNLOG_PAGE_THREADS threads, each keeping its database connection (a request that opens a
+live stream runs on the viewers' own threads instead). What a view returns is
 sent from the event loop: an async stream (the log streams) is iterated there, so an idle
 viewer costs a coroutine and no thread, and however many streams are open, the pool stays
 free for pages.
@@ -31,11 +32,13 @@ from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.db import connections
-from django.http import FileResponse
+from django.http import FileResponse, QueryDict
 from django.http.response import HttpResponseBase
-from django.urls import set_script_prefix
+from django.urls import Resolver404, resolve, set_script_prefix
 
 from jobs.conf import runlog_settings
+from jobs.streaming.endpoints import opens_stream
+from jobs.streaming.follow import viewer_readers
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +66,11 @@ class RunlogASGIHandler(ASGIHandler):
             body_file = await self.read_body(receive)
         except RequestAborted:
             return
+        # Streams open on the viewers' own threads: a crowd of viewers arriving at once
+        # (a deploy's reconnections) then waits its turn there, and pages go on meanwhile.
+        threads = viewer_readers() if _opens_stream(scope) else self._pages
         try:
-            response = await self._in_page_thread(self._respond, scope, body_file)
+            response = await self._in_thread(threads, self._respond, scope, body_file)
             if not response.streaming:
                 await self.send_response(response, send)
                 return
@@ -80,7 +86,7 @@ class RunlogASGIHandler(ASGIHandler):
                         await task
                     except (asyncio.CancelledError, RequestAborted, OSError):
                         pass
-                await self._in_page_thread(response.close)
+                await self._in_thread(threads, response.close)
         finally:
             body_file.close()
 
@@ -113,13 +119,13 @@ class RunlogASGIHandler(ASGIHandler):
                     await send({"type": "http.response.body", "body": part, "more_body": True})
         else:  # a file, say: read in a page thread, a chunk at a time
             chunks = iter(response.streaming_content)
-            while (part := await self._in_page_thread(next, chunks, None)) is not None:
+            while (part := await self._in_thread(self._pages, next, chunks, None)) is not None:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body"})
 
-    async def _in_page_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+    async def _in_thread(self, threads: ThreadPoolExecutor, call: Callable[..., Any], *args: Any) -> Any:
         context = contextvars.copy_context()  # the script prefix and the like, as in the loop
-        return await asyncio.get_running_loop().run_in_executor(self._pages, context.run, call, *args)
+        return await asyncio.get_running_loop().run_in_executor(threads, context.run, call, *args)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -130,6 +136,15 @@ class RunlogASGIHandler(ASGIHandler):
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _opens_stream(scope: Scope) -> bool:
+    path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return False
+    return opens_stream(match.view_name, QueryDict(scope.get("query_string", b"")))
 
 
 def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:

@@ -654,6 +654,8 @@ def test_endpoints_need_permission(server: LiveServer, session_cookie: str, loca
 
 CROWD = 40
 SLOTS = 4
+#: The server's page threads, which read each viewer's session and run (and keep a connection each).
+PAGE_THREADS = 4
 #: Connections of an idle server's own threads: its supervisor, and its poller (the run is
 #: one of this test process). Its listener's one connection (jobs.streaming.listener, in
 #: LISTEN) does not depend on the viewers and is not counted.
@@ -663,18 +665,19 @@ SERVER_THREADS = 2
 def test_a_crowd_of_viewers_opens_no_more_connections_than_its_slots(
     subprocess_env: dict[str, str], tmp_path: Path, session_cookie: str, local_runs: LocalRuns
 ) -> None:
-    """40 viewers connecting at once to a process with 4 viewer slots: each waits its turn
-    for a slot (to read its session, then the run) instead of opening a connection each,
-    which with hundreds of viewers exhausted PostgreSQL's connections ("too many clients"),
-    and every viewer gets every line."""
+    """40 viewers connecting at once to a process with 4 page threads and 4 viewer slots:
+    each waits its turn for a page thread (to read its session and the run) and for a slot
+    (for its stream's reads) instead of opening a connection each, which with hundreds of
+    viewers exhausted PostgreSQL's connections ("too many clients"), and every viewer gets
+    every line."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
         pytest.skip("counted in pg_stat_activity (the same code bounds SQLite's connections)")
     name = f"runlog-crowd-{uuid.uuid4().hex[:8]}"  # marks this server's connections
     env = {**subprocess_env, "DATABASE_URL": f"{subprocess_env['DATABASE_URL']}?application_name={name}",
-           "RUNLOG_VIEWER_DATABASE_SLOTS": str(SLOTS)}  # fmt: skip
-    server = start_gunicorn(env, tmp_path / "gunicorn.log", "--workers", "1", "--threads", str(CROWD + 8))
+           "RUNLOG_VIEWER_DATABASE_SLOTS": str(SLOTS), "RUNLOG_PAGE_THREADS": str(PAGE_THREADS)}  # fmt: skip
+    server = start_gunicorn(env, tmp_path / "gunicorn.log", "--workers", "1")
     peak = 0
     sampling = threading.Event()
 
@@ -722,5 +725,5 @@ def test_a_crowd_of_viewers_opens_no_more_connections_than_its_slots(
         assert [line_of(event) for event in read if event.event == "message"] == lines  # type: ignore[union-attr]
         assert read[-1].event == "done"  # type: ignore[index]
     print(f"{CROWD} viewers, at most {peak} connections")
-    assert 0 < peak <= SLOTS + SERVER_THREADS
+    assert 0 < peak <= PAGE_THREADS + SLOTS + SERVER_THREADS
     assert "too many clients" not in server.log() and "Traceback" not in server.log(), server.log()

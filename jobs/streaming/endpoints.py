@@ -25,6 +25,7 @@ from django.http import (
     HttpResponseForbidden,
     HttpResponseRedirect,
     JsonResponse,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
@@ -88,6 +89,15 @@ def _viewer(view: View) -> View:
             database.release()
 
     return bounded
+
+
+def opens_stream(view_name: str, query: QueryDict) -> bool:
+    """Whether a request to the view `view_name` with `query` opens a live stream (jobs.asgi
+    opens those on other threads than pages, so that a crowd of viewers arriving at once
+    never holds pages up)."""
+    if view_name == "jobs:events":
+        return True
+    return view_name == "jobs:log_text" and query.get("follow", "").lower() in ("1", "true", "yes", "on")
 
 
 def _count(value: str | None, name: str, default: int, maximum: int) -> int:

@@ -343,7 +343,7 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
                 yield burst
                 burst = []
             if isinstance(step, Read):
-                step = _next_step(plan, await loop.run_in_executor(_viewer_readers(), _read, step.call))
+                step = _next_step(plan, await loop.run_in_executor(viewer_readers(), _read, step.call))
             else:
                 assert subscription is not None  # only a live plan waits
                 ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
@@ -359,7 +359,9 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
 _readers: ThreadPoolExecutor | None = None
 
 
-def _viewer_readers() -> ThreadPoolExecutor:
+def viewer_readers() -> ThreadPoolExecutor:
+    """The threads that read the database for this process's viewers under ASGI (and open
+    their streams: jobs.asgi)."""
     global _readers
     with _slots_lock:
         if _readers is None:

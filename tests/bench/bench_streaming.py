@@ -1,8 +1,9 @@
 """Streaming benchmarks through a real gunicorn, on SQLite and PostgreSQL.
 
     python -m tests.bench.bench_streaming [--json out.json] [--quick] [--databases sqlite,postgresql]
-        [--sections latency,fanout,replay,idle,growth] [--configs gthread:2x16,gthread:2x128,asgi:2]
-        [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--idle-runs 4] [--profile DIR] [--in-place]
+        [--sections latency,fanout,replay,idle,growth,capacity] [--configs gthread:2x256,default,plain-uvicorn:1]
+        [--viewers 200] [--repeat 3] [--replay-lines 1000000] [--fanout-lines 20000] [--crowd 2000]
+        [--burst 1000] [--idle-runs 4] [--profile DIR] [--in-place]
 
 It measures a snapshot of the working tree taken when it starts (other people edit this
 checkout while it runs; --in-place measures the checkout itself). For each database it
@@ -25,7 +26,9 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    itself; the line's `t` (the flusher's timestamp) splits it into print -> `t` and
    `t` -> arrival. Baseline: the same loop sending its lines over a bare loopback socket.
 2. Fan-out: VIEWERS SSE viewers of one job printing (at most) 1,000 lines/s (bench.clock
-   n=20000 interval=0.001, launched through the admin form), per server configuration:
+   n=20000 interval=0.001, in a runjob process as in production, or launched through the
+   admin form into the server with Sizes.fanout_job_in="server"), per server configuration
+   (the threaded workers as they ran before streams had a limit, and the default):
    lines delivered to each viewer (count, numbers 1..N in order, a digest of every line
    against the database), latency (overall, and for the viewers in the job's own worker
    and in the others, told apart by the client's port in /proc/net/tcp), time to first
@@ -68,6 +71,14 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    as in fan-out), viewers with every line, server CPU; medians of --repeat rounds. Baseline:
    the same flood as one job with no viewer (capture alone): its ratio to the 1-job run is
    the viewer's cost.
+
+6. Capacity, per server configuration (--configs: gunicorn's gthread or uvicorn workers,
+   plain uvicorn, waitress), with a silent run in a runjob process: a burst of BURST stream
+   connections opened at once (how many were served, refused with 503 or left unanswered;
+   time to first bytes p50 / p99), then a crowd of CROWD idle streams held open (the same,
+   and the server's memory per stream); pages (admin, run list, a run's page, status,
+   log.txt) loaded one after another meanwhile, a load past 15 s counted as timed out.
+   Baseline: gthread 2x256 without a stream limit, as threaded workers ran before.
 
 --profile DIR records py-spy (`py-spy record --gil --threads --format raw`) of every worker
 during the fan-out runs and replay requests; tests/bench/profile_summary.py sums a profile
@@ -215,6 +226,9 @@ def main() -> None:
     parser.add_argument("--viewers", type=int)
     parser.add_argument("--repeat", type=int)
     parser.add_argument("--replay-lines", type=int)
+    parser.add_argument("--fanout-lines", type=int, help="lines of the fan-out's run (at 1,000 lines/s)")
+    parser.add_argument("--crowd", type=int, help="the capacity section's idle streams")
+    parser.add_argument("--burst", type=int, help="the capacity section's streams opened at once")
     parser.add_argument("--idle-runs", type=int, help="silent runs in runjob processes that the idle viewers share")
     parser.add_argument("--profile", help="record py-spy profiles of the server workers into this directory")
     parser.add_argument("--py-spy", default=None, help="path of py-spy (default: on PATH or /tmp/bench_stream/tools)")
@@ -259,7 +273,19 @@ def run_children(args: argparse.Namespace, tree: Path, results: dict[str, Any]) 
         for name in ("quick",):
             if getattr(args, name):
                 command.append(f"--{name}")
-        for name in ("sections", "configs", "viewers", "repeat", "replay_lines", "idle_runs", "profile", "py_spy"):
+        for name in (
+            "sections",
+            "configs",
+            "viewers",
+            "repeat",
+            "replay_lines",
+            "fanout_lines",
+            "crowd",
+            "burst",
+            "idle_runs",
+            "profile",
+            "py_spy",
+        ):
             value = getattr(args, name)
             if value is not None:
                 command += [f"--{name.replace('_', '-')}", str(value)]
@@ -314,19 +340,18 @@ def code_version(tree: Path) -> dict[str, Any]:
     }
 
 
+#: Command-line options that override a size: option (as argparse names it) -> Sizes field.
+SIZE_OPTIONS = {"viewers": "viewers", "repeat": "repeat", "replay_lines": "replay_lines", "idle_runs": "idle_runs",
+                "fanout_lines": "fanout_lines", "crowd": "crowd_viewers", "burst": "burst_viewers"}  # fmt: skip
+
+
 def sizes_from(args: argparse.Namespace) -> Sizes:
     sizes = QUICK if args.quick else Sizes()
-    changes: dict[str, Any] = {}
+    changes: dict[str, Any] = {
+        size: getattr(args, option) for option, size in SIZE_OPTIONS.items() if getattr(args, option)
+    }
     if args.configs:
         changes["configs"] = tuple(args.configs.split(","))
-    if args.viewers:
-        changes["viewers"] = args.viewers
-    if args.repeat:
-        changes["repeat"] = args.repeat
-    if args.replay_lines:
-        changes["replay_lines"] = args.replay_lines
-    if args.idle_runs:
-        changes["idle_runs"] = args.idle_runs
     return Sizes(**{**sizes.__dict__, **changes})
 
 
@@ -438,7 +463,9 @@ class ServerConfig:
 
     @classmethod
     def parse(cls, text: str) -> ServerConfig:
-        """gthread:2x16 (workers x threads), uvicorn:2 (workers), or default (the config file's)."""
+        """gthread:2x16 (gunicorn's workers x threads), uvicorn:2 (gunicorn's uvicorn workers),
+        plain-uvicorn:1 (uvicorn's own processes), waitress:1x16 (threads), or default (the
+        config file's)."""
         if text == "default":
             conf = runpy.run_path(str(Path.cwd() / "config/gunicorn.conf.py"))
             return cls(conf["worker_class"], conf["workers"], conf.get("threads", 1), default=True)
@@ -447,7 +474,7 @@ class ServerConfig:
         return cls(worker_class, int(workers), int(threads or 1))
 
     def __str__(self) -> str:
-        shape = f"{self.workers}x{self.threads}" if self.worker_class == "gthread" else f"{self.workers}w"
+        shape = f"{self.workers}x{self.threads}" if self.worker_class in ("gthread", "waitress") else f"{self.workers}w"
         return f"{self.worker_class} {shape}{' (default)' if self.default else ''}"
 
 
@@ -481,19 +508,26 @@ class Server:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        extra: list[str] = []
+        command = [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.conf.py",
+                   "--bind", f"127.0.0.1:{self.port}"]  # fmt: skip
         if config.default:
             del env["GUNICORN_WORKERS"], env["GUNICORN_THREADS"]
         elif config.worker_class in ("gthread", "uvicorn"):  # the two the config file knows
             env["GUNICORN_WORKER_CLASS"] = config.worker_class
+        elif config.worker_class == "plain-uvicorn":  # uvicorn's own command, no gunicorn
+            command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
+                       "--port", str(self.port), "--workers", str(config.workers), "--backlog", "4096",
+                       "--no-access-log"]  # fmt: skip
+        elif config.worker_class == "waitress":  # one process, config.threads threads
+            command = [str(Path(sys.executable).with_name("waitress-serve")), "--host=127.0.0.1",
+                       f"--port={self.port}", f"--threads={config.threads}", "config.wsgi:application"]  # fmt: skip
         else:
-            extra = ["config.asgi:application", "--worker-class", config.worker_class]
+            command += ["config.asgi:application", "--worker-class", config.worker_class]
+        self.gunicorn = command[1:3] == ["-m", "gunicorn"]
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.conf.py",
-                 "--bind", f"127.0.0.1:{self.port}", *extra],
-                cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self._wait_ready()
 
     def _wait_ready(self) -> None:
@@ -502,7 +536,8 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')}")
             booted = self.log_path.read_text(errors="replace").count("Booting worker")
-            if booted >= self.config.workers and len(self.worker_pids()) == self.config.workers:
+            workers = self.config.workers if self.gunicorn else 0
+            if booted >= workers and (not self.gunicorn or len(self.worker_pids()) == workers):
                 try:
                     status, _ = http_get(self.port, "/admin/login/", timeout=5)
                     if status == 200:
