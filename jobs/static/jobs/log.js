@@ -1124,6 +1124,8 @@ function connect() {
   source.addEventListener("status", (event) => applyStatus(JSON.parse(event.data)));
   source.addEventListener("progress", (event) => applyProgress(JSON.parse(event.data)));
   source.addEventListener("done", (event) => {
+    // The final status is shown with every line: the last ones are drawn now, not a frame later.
+    if (pending.length) drawPending(Infinity);
     applyStatus(JSON.parse(event.data));
     finish();
   });
@@ -1195,7 +1197,8 @@ async function recover() {
     // Network still down: try the stream again, which the retry delay spaces out.
   }
   if (ticket !== attempt || finished) return; // hidden, or finished, meanwhile
-  if (status) applyStatus(status);
+  // A run that ended with lines still missing: the stream brings them, then its final status.
+  if (status && !(status.finished && last < status.line_count)) applyStatus(status);
   if (status && status.finished && last >= status.line_count) finish();
   else connect();
 }
