@@ -113,6 +113,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# Times are shown as `DATETIME_FORMAT` of config/formats/en (the locale's format would
+# win over a DATETIME_FORMAT setting); the job page's script writes the same.
+FORMAT_MODULE_PATH = ["config.formats"]
 
 # --- Static files (served by whitenoise under gunicorn) --------------------------------------
 

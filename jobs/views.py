@@ -22,8 +22,10 @@ from django.views.decorators.http import require_GET, require_POST
 from jobs import registry
 from jobs.display import format_duration
 from jobs.launcher import relaunch
-from jobs.models import Job, JobStatus, LogLine
+from jobs.models import Job, JobStatus, LogLine, LogStream
 from jobs.params import InvalidParameters
+from jobs.streaming import formats, search
+from jobs.streaming.endpoints import MAX_LINES_PER_REQUEST
 
 #: Lines rendered with the page; earlier ones are fetched on demand (log.js) or read in log.txt.
 TAIL_LINES = 2000
@@ -46,6 +48,18 @@ def line_times(lines: list[LogLine]) -> tuple[str, str]:
     first = lines[0].created_at
     offsets = (round((line.created_at - first) / timedelta(milliseconds=1)) for line in lines)
     return first.isoformat(), ",".join(map(str, offsets))
+
+
+def page_settings() -> dict[str, Any]:
+    """What log.js must agree on with the server, from the server's own constants."""
+    return {
+        "pageLines": TAIL_LINES,
+        "fetchLimit": MAX_LINES_PER_REQUEST,
+        "searchPage": search.DEFAULT_MATCHES,
+        "retryMs": formats.SSE_RETRY_MS,
+        "streams": LogStream.values,
+        "statuses": dict(JobStatus.choices),
+    }
 
 
 def display_value(value: Any) -> str:
@@ -99,6 +113,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "before_tail": before_tail,
         "earlier_page": min(before_tail, TAIL_LINES),
         "last_rendered": last_rendered,
+        "page_settings": page_settings(),
     }
     return render(request, "jobs/job_detail.html", context)
 

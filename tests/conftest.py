@@ -276,19 +276,23 @@ def start_gunicorn(env: dict[str, str], log_path: Path, *extra_args: str) -> Liv
              "--bind", f"127.0.0.1:{port}", *extra_args],
             cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path)
+    wait_listening(process, port, log_path, "gunicorn")
+    return LiveServer(f"http://127.0.0.1:{port}", process, log_path)
 
-    def answers() -> bool:
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path, name: str) -> None:
+    """Wait until the server `process` accepts connections on `port`; fail if it exits."""
+
+    def listens() -> bool:
         if process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {process.returncode}:\n{server.log()}")
+            pytest.fail(f"{name} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return True
         except OSError:
             return False
 
-    wait_for(answers, "gunicorn to listen")
-    return server
+    wait_for(listens, f"{name} to listen")
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float = WAIT, *, group: bool = False) -> None:
@@ -345,31 +349,52 @@ def _start_process(args: list[str], env: dict[str, str], log_path: Path, port: i
     return process
 
 
+#: nginx as the tests run it: in the foreground, its files in {tmp}, serving {servers} (server
+#: blocks and what they need). The access log says which protocol each request came in.
 NGINX_CONF = """\
 daemon off;
 master_process off;
 worker_processes 1;
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log info;
-events {{ worker_connections 64; }}
+events {{ worker_connections 256; }}
 http {{
-    access_log {tmp}/nginx-access.log;
+    log_format protocol '$server_protocol $status $request_uri';
+    access_log {tmp}/nginx-access.log protocol;
     client_body_temp_path {tmp}/client_body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+{servers}
+}}
+"""
+
+#: A plain HTTP proxy with nginx's defaults (proxy_buffering on, HTTP/1.0 upstream): the
+#: app's X-Accel-Buffering: no is what must turn buffering off for the stream.
+PLAIN_PROXY = """\
     server {{
         listen 127.0.0.1:{port};
         location / {{
-            # nginx's defaults (proxy_buffering on, HTTP/1.0 upstream): the app's
-            # X-Accel-Buffering: no is what must turn buffering off for the stream.
             proxy_pass {upstream};
             proxy_set_header Host $http_host;
         }}
     }}
-}}
 """
+
+
+def start_nginx(tmp_path: Path, port: int, servers: str) -> subprocess.Popen[bytes]:
+    """nginx serving `servers` (see NGINX_CONF) on `port`; skips the test without nginx."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        missing_tool("nginx is not installed (apt-get install nginx-light)")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp_path, servers=servers))
+    log_path = tmp_path / "nginx.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    wait_listening(process, port, log_path, "nginx")
+    return process
 
 
 @pytest.fixture(params=["runserver", "waitress", "nginx"])
@@ -393,14 +418,9 @@ def other_server(
         yield f"http://127.0.0.1:{port}", lambda: log_path.read_text(errors="replace")
         stop_process(process)
     else:
-        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-        if nginx is None:
-            missing_tool("nginx is not installed (apt-get install nginx-light)")
         upstream = start_gunicorn(subprocess_env, tmp_path / "gunicorn.log")
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp_path, port=port, upstream=upstream.url))
         try:
-            process = _start_process([nginx, "-p", str(tmp_path), "-c", str(conf)], subprocess_env, log_path, port)
+            process = start_nginx(tmp_path, port, PLAIN_PROXY.format(port=port, upstream=upstream.url))
             yield f"http://127.0.0.1:{port}", lambda: upstream.log() + (tmp_path / "nginx-error.log").read_text()
             stop_process(process)
         finally:

@@ -167,7 +167,7 @@ def test_live_log_follows_a_run_to_its_end(page: Any, server: LiveServer, query:
     assert page.eval_on_selector("#progress", "bar => [bar.value, bar.max]") == [30, 30]
     expect(page.locator("#progress-text")).to_have_text("30 / 30")
     expect(page.locator("#line-count")).to_have_text("31")
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page.inner_text("time[data-field=finished_at]"))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", page.inner_text("time[data-field=finished_at]"))
     assert page.inner_text("#duration").endswith(" s")
     expect(page.locator("#cancel-form")).to_be_hidden()
     expect(page.locator("#live")).to_be_hidden()

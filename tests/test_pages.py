@@ -3,20 +3,24 @@ test client. The live behaviour of the page (log.js) is tested in a browser in t
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from jobs.display import format_duration
 from jobs.models import Job, JobStatus, LogLine, LogStream
+from jobs.streaming.endpoints import MAX_LINES_PER_REQUEST
+from jobs.streaming.formats import SSE_RETRY_MS
+from jobs.streaming.search import DEFAULT_MATCHES
 from jobs.views import PAGE_SIZE, TAIL_LINES
 from tests.conftest import client_for, log_texts, user_with, wait_finished
 
@@ -244,8 +248,11 @@ def test_detail_escapes_job_output_parameters_and_error(viewer: Client) -> None:
     html = viewer.get(detail_url(job)).content.decode()
     assert XSS not in html
     assert html.count(XSS_ESCAPED) == 3
-    # No inline script at all: the page's code comes from the static file.
-    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/static/jobs/log.js">']
+    # No inline code: the page's code comes from the static file, its settings are data.
+    assert re.findall(r"<script[^>]*>", html) == [
+        '<script type="module" src="/static/jobs/log.js">',
+        '<script id="job-settings" type="application/json">',
+    ]
 
 
 def test_detail_renders_only_the_tail_of_a_big_log(viewer: Client) -> None:
@@ -369,3 +376,57 @@ def test_rerun_of_an_unknown_run_is_404(operator: Client) -> None:
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(None if seconds is None else timedelta(seconds=seconds)) == text
+
+
+#: A time with its rendering in Asia/Kolkata (+05:30: the offset's minutes show too).
+MOMENT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+MOMENT_SHOWN = "2026-01-02 08:34:05 +0530"
+
+
+@override_settings(TIME_ZONE="Asia/Kolkata")
+def test_times_have_one_format_with_the_time_zone_on_every_page(admin_client: Client) -> None:
+    job = make_job(
+        status=JobStatus.SUCCEEDED, created_at=MOMENT, started_at=MOMENT, finished_at=MOMENT + timedelta(hours=1)
+    )
+    later_shown = "2026-01-02 09:34:05 +0530"
+    pages = {
+        "list": reverse("jobs:list"),
+        "detail": detail_url(job),
+        "admin list": reverse("admin:jobs_job_changelist"),
+        "admin run": reverse("admin:jobs_job_change", args=[job.id]),
+    }
+    for name, url in pages.items():
+        html = admin_client.get(url).content.decode()
+        assert MOMENT_SHOWN in html, name
+        # Every time shown has the format (ISO attributes aside); none is in Django's default
+        # ("Jan. 2, 2026, 8:34 a.m."); the admin's date navigation names days, not times.
+        shown = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d[^<\"]*", html)
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}", text) for text in shown), (name, shown)
+        assert not re.search(r"\d [ap]\.m\.", html), name
+    detail = admin_client.get(pages["detail"]).content.decode()
+    assert f'<time data-field="started_at" datetime="2026-01-02T08:34:05+05:30">{MOMENT_SHOWN}</time>' in detail
+    assert f'<time data-field="finished_at" datetime="2026-01-02T09:34:05+05:30">{later_shown}</time>' in detail
+    assert later_shown in admin_client.get(pages["admin run"]).content.decode()
+
+
+def page_settings_of(html: str) -> Any:
+    match = re.search(r'<script id="job-settings" type="application/json">(.*?)</script>', html)
+    assert match, "the job page has no settings for its script"
+    return json.loads(match[1])
+
+
+def test_the_job_page_gives_its_script_the_servers_sizes_and_names(viewer: Client) -> None:
+    settings = page_settings_of(viewer.get(detail_url(make_job())).content.decode())
+    assert settings["pageLines"] == TAIL_LINES
+    assert settings["fetchLimit"] == MAX_LINES_PER_REQUEST
+    assert settings["searchPage"] == DEFAULT_MATCHES
+    assert settings["retryMs"] == SSE_RETRY_MS
+    assert settings["streams"] == ["stdout", "stderr", "log", "system"]
+    assert settings["statuses"] == {
+        "queued": "Queued",
+        "running": "Running",
+        "succeeded": "Succeeded",
+        "failed": "Failed",
+        "cancelled": "Cancelled",
+        "lost": "Lost",
+    }

@@ -7,11 +7,14 @@
 
 import { AnsiUp } from "./vendor/ansi_up-6.0.6/ansi_up.js";
 
+// What the page must agree on with the server (page and request sizes, the stream's retry
+// delay, the names of streams and statuses) comes from the server, rendered with the page.
+const server = JSON.parse(document.getElementById("job-settings").textContent);
 const MAX_LIVE_LINES = 5000; // lines kept in the DOM while following a live tail
 const MAX_LINES_READING = 20000; // while the user reads above the tail (still bounded)
-const PAGE_LINES = 2000; // lines per "Show earlier lines"
+const PAGE_LINES = server.pageLines; // lines per "Show earlier lines", as many as the page drew
 const JUMP_LINES = 200; // lines drawn when a view that follows jumps to the tail: a few screens
-const FETCH_LIMIT = 5000; // the lines endpoint's maximum per request
+const FETCH_LIMIT = server.fetchLimit; // the lines endpoint's maximum per request
 // A line at most this far above the shown lines is loaded with every line between;
 // farther, as a window around it and a gap marker.
 const FILL_LIMIT = 10000;
@@ -23,12 +26,12 @@ const FRAME_BUDGET_MS = 8;
 // A view far behind a flood is redrawn at most this often: no one reads thousands of lines a
 // second, and every frame not spent on them is left to the rest of the machine.
 const FLOOD_REDRAW_MS = 100;
-const SEARCH_PAGE = 1000; // matches per search request
+const SEARCH_PAGE = server.searchPage; // matches per search request
 const SEARCH_PAUSE_MS = 250; // typing pause before a search is sent
-const RETRY_FIRST_MS = 2000;
+const RETRY_FIRST_MS = server.retryMs;
 const RETRY_MAX_MS = 60000;
-const STREAMS = new Set(["stdout", "stderr", "log", "system"]);
-const STATUSES = new Set(["queued", "running", "succeeded", "failed", "cancelled", "lost"]);
+const STREAMS = new Set(server.streams);
+const STATUS_LABELS = new Map(Object.entries(server.statuses));
 const TIME_MODES = ["off", "local", "elapsed"];
 const LEVEL = /^(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b/; // a logging record's "LEVEL name: msg"
 const GROUP = "::group::";
@@ -89,31 +92,45 @@ const plural = (count, word) => `${count} ${word}${count === 1 ? "" : "s"}`;
 const formatNumber = (value) => (Number.isInteger(value) ? String(value) : value.toFixed(2));
 const pad = (n, width = 2) => String(n).padStart(width, "0");
 
+// Seconds to one decimal as Python's "{:.1f}" writes them: a value exactly halfway between
+// two tenths (in binary, only odd quarters of a second are) goes to the even one, where
+// toFixed goes up.
+function tenths(value) {
+  if (!Number.isInteger(value * 4) || Number.isInteger(value * 2)) return value.toFixed(1);
+  const down = Math.floor(value * 10);
+  return ((down % 2 === 0 ? down : down + 1) / 10).toFixed(1);
+}
+
+// jobs.display.format_duration.
 function formatDuration(seconds) {
   if (seconds === null || seconds === undefined) return "—";
   const value = Math.max(seconds, 0);
-  if (value < 60) return `${value.toFixed(1)} s`;
+  if (value < 60) return `${tenths(value)} s`;
   const whole = Math.floor(value);
   if (whole < 3600) return `${Math.floor(whole / 60)} min ${pad(whole % 60)} s`;
   return `${Math.floor(whole / 3600)} h ${pad(Math.floor((whole % 3600) / 60))} min`;
 }
 
-// Times of the facts are shown in the server's time zone, as the server renders them.
+// Times of the facts, as the server renders them (its DATETIME_FORMAT, "Y-m-d H:i:s O"): in
+// its time zone, with that zone's offset.
+const DATE_PARTS = {
+  year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "longOffset",
+};
 let dateFormat;
 try {
-  dateFormat = new Intl.DateTimeFormat("en-CA", {
-    timeZone: data.timeZone || undefined,
-    year: "numeric", month: "2-digit", day: "2-digit",
-    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-  });
+  dateFormat = new Intl.DateTimeFormat("en-CA", { ...DATE_PARTS, timeZone: data.timeZone || undefined });
 } catch {
-  dateFormat = new Intl.DateTimeFormat("en-CA", { dateStyle: "short", timeStyle: "medium", hourCycle: "h23" });
+  dateFormat = new Intl.DateTimeFormat("en-CA", DATE_PARTS); // a zone this browser does not know
 }
 
 function formatTime(iso) {
   const parts = {};
   for (const part of dateFormat.formatToParts(new Date(iso))) parts[part.type] = part.value;
-  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
+  // "GMT", "GMT+01:00", "GMT-03:30" -> "+0000", "+0100", "-0330"
+  const [, sign = "+", hours = "00", minutes = "00"] = /^GMT(?:([+-])(\d\d)(?::(\d\d))?)?$/.exec(parts.timeZoneName) ?? [];
+  const offset = `${sign}${hours}${minutes}`;
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second} ${offset}`;
 }
 
 // A line's own time: the browser's local clock, or the time since the run started.
@@ -1013,9 +1030,9 @@ function applyProgress(progress) {
 
 function applyStatus(status) {
   const badge = byId("status-badge");
-  if (STATUSES.has(status.status)) {
+  if (STATUS_LABELS.has(status.status)) {
     badge.className = `badge badge-${status.status}`;
-    badge.textContent = status.status.charAt(0).toUpperCase() + status.status.slice(1);
+    badge.textContent = STATUS_LABELS.get(status.status);
   }
   setTime("started_at", status.started_at);
   setTime("finished_at", status.finished_at);
@@ -1051,28 +1068,53 @@ function applyStatus(status) {
 
 // --- The live stream -----------------------------------------------------------------------
 
+// A browser opens few connections to a server (6 over HTTP/1.1) and a server serves a bounded
+// number of streams: a tab hidden this long gives its stream back, and takes a new one from
+// its last line when shown again. A quick look at another tab keeps it.
+const HIDDEN_RELEASE_MS = 3000;
+const LIVE_TEXT = {
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  waiting: "Waiting for a free stream…",
+  paused: "Paused while hidden",
+};
+let hiddenTimer = 0;
+let released = false; // the stream was given back while the tab is hidden
+let attempt = 0; // counts streams opened and dropped: an answer to an older one is ignored
+let probe = null; // the request asking why a stream was refused
+
 function setLive(state) {
   liveBadge.hidden = state === null;
-  liveBadge.textContent = state === "live" ? "Live" : "Reconnecting…";
-  liveBadge.classList.toggle("reconnecting", state === "reconnecting");
+  liveBadge.textContent = LIVE_TEXT[state] ?? "";
+  for (const name of Object.keys(LIVE_TEXT)) liveBadge.classList.toggle(name, name === state);
+}
+
+// Drops the stream, and whatever was about to open another one.
+function stopStream() {
+  attempt++;
+  source?.close();
+  source = null;
+  clearTimeout(retryTimer);
+  retryTimer = 0;
+  probe?.abort();
+  probe = null;
 }
 
 function finish() {
   finished = true;
-  source?.close();
-  source = null;
-  clearTimeout(retryTimer);
+  stopStream();
+  clearTimeout(hiddenTimer);
   tick(false);
   setLive(null);
   followButton.textContent = "↓ Jump to end";
 }
 
+// Batches of lines per event (`lines`); one line per event (`message`) without.
+const streamUrl = () => `${data.eventsUrl}?offset=${last}${data.batch === "true" ? "&batch=1" : ""}`;
+
 function connect() {
-  clearTimeout(retryTimer);
-  source?.close();
-  // Batches of lines per event (`lines`); one line per event (`message`) without.
-  const batch = data.batch === "true" ? "&batch=1" : "";
-  source = new EventSource(`${data.eventsUrl}?offset=${last}${batch}`);
+  stopStream();
+  source = new EventSource(streamUrl());
   source.addEventListener("open", () => {
     retryDelay = RETRY_FIRST_MS;
     setLive("live");
@@ -1082,6 +1124,8 @@ function connect() {
   source.addEventListener("status", (event) => applyStatus(JSON.parse(event.data)));
   source.addEventListener("progress", (event) => applyProgress(JSON.parse(event.data)));
   source.addEventListener("done", (event) => {
+    // The final status is shown with every line: the last ones are drawn now, not a frame later.
+    if (pending.length) drawPending(Infinity);
     applyStatus(JSON.parse(event.data));
     finish();
   });
@@ -1092,15 +1136,56 @@ function connect() {
     // up (an error status, or 204 for a run that ended meanwhile): we take over.
     if (source.readyState === EventSource.CLOSED) {
       source = null;
-      retryTimer = setTimeout(recover, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+      whyClosed(attempt);
     }
   });
+}
+
+function retryLater(ms, state) {
+  setLive(state);
+  retryTimer = setTimeout(recover, ms);
+}
+
+// Seconds of a Retry-After header: a number of seconds or an HTTP date; null if neither.
+function retryAfter(value) {
+  if (value === null) return null;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, (at - Date.now()) / 1000);
+}
+
+// EventSource does not say why it gave up. The same request made with fetch, and dropped at
+// its headers, tells a server with no stream to spare (503, with when to come back in
+// Retry-After) from one that is restarting or unreachable (backoff). Random spread keeps the
+// tabs refused together from all coming back together.
+async function whyClosed(ticket) {
+  probe = new AbortController();
+  let response = null;
+  try {
+    response = await fetch(streamUrl(), {
+      headers: { Accept: "text/event-stream" },
+      credentials: "same-origin",
+      signal: probe.signal,
+    });
+  } catch {
+    // Unreachable, or dropped meanwhile.
+  }
+  if (ticket !== attempt) return;
+  probe.abort();
+  probe = null;
+  const seconds = response?.status === 503 ? retryAfter(response.headers.get("Retry-After")) : null;
+  if (seconds !== null) {
+    retryLater(seconds * 1000 * (1 + Math.random() / 2), "waiting");
+  } else {
+    retryLater(retryDelay * (0.5 + Math.random() / 2), "reconnecting");
+    retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+  }
 }
 
 // Asks how the run is before opening a new stream: a run that ended while the stream was
 // down only needs the lines still missing, if any.
 async function recover() {
+  const ticket = attempt;
   let status = null;
   try {
     const response = await fetch(data.statusUrl, {
@@ -1111,10 +1196,30 @@ async function recover() {
   } catch {
     // Network still down: try the stream again, which the retry delay spaces out.
   }
-  if (status) applyStatus(status);
+  if (ticket !== attempt || finished) return; // hidden, or finished, meanwhile
+  // A run that ended with lines still missing: the stream brings them, then its final status.
+  if (status && !(status.finished && last < status.line_count)) applyStatus(status);
   if (status && status.finished && last >= status.line_count) finish();
   else connect();
 }
+
+function release() {
+  stopStream();
+  released = true;
+  setLive("paused");
+}
+
+document.addEventListener("visibilitychange", () => {
+  clearTimeout(hiddenTimer);
+  if (finished) return;
+  if (document.hidden) {
+    hiddenTimer = setTimeout(release, HIDDEN_RELEASE_MS);
+  } else if (released) {
+    released = false;
+    setLive("reconnecting");
+    recover();
+  }
+});
 
 // Cancel without leaving the page; the form still works as a plain POST without JavaScript.
 byId("cancel-form")?.addEventListener("submit", async (event) => {
@@ -1171,5 +1276,7 @@ scrollToEnd();
 if (target !== null) goToLine(target);
 if (!finished) {
   tick(durationBase !== null);
-  connect();
+  // A tab opened in the background takes its stream once it is first shown.
+  if (document.hidden) release();
+  else connect();
 }

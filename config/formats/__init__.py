@@ -1,0 +1,1 @@
+"""Runlog's date formats (FORMAT_MODULE_PATH): the locale's own would win over settings."""
