@@ -56,8 +56,8 @@ Servers use tests/bench/stream_settings.py: the production settings plus the ben
    only: the same to a server with RUNLOG_NOTIFY off; the viewers' heartbeats and bytes,
    and whether each still got every line and `done` when its job ended after the window.
    Baselines: the same server's floor (the silent jobs running, no viewer; a window before
-   the viewers connect), and as many viewers of the streaming view of the Django article in
-   ../shared/seeds/ (tests/bench/baseline_views.py: a StreamingHttpResponse generator
+   the viewers connect), and as many viewers of the streaming view of the Django article Runlog
+   grew from (tests/bench/baseline_views.py: a StreamingHttpResponse generator
    spinning on queue.get_nowait() while a silent thread lives). Its spinning starves the
    server, so its window starts after 5 s whether or not every viewer has its first bytes
    (the figures say how many had), and its threads all end when the window ends.
@@ -262,6 +262,9 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)
+    # The tables are printed whatever failed; the exit status says that something did.
+    if any("error" in figures for figures in results["databases"].values()):
+        sys.exit(1)
 
 
 def run_children(args: argparse.Namespace, tree: Path, results: dict[str, Any]) -> None:
