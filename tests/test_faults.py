@@ -497,6 +497,7 @@ def test_a_storage_failure_is_reported_on_one_line(
 # --- 3. 50 concurrent runs inside gunicorn ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_50_concurrent_runs_in_gunicorn_keep_their_own_lines(
     subprocess_env: dict[str, str], tmp_path: Path, session_cookie: str
 ) -> None:
@@ -658,6 +659,7 @@ def _watch_flood(base: str, run: Job, cookie: str, seed: str) -> None:
         assert stream.status == 204
 
 
+@pytest.mark.slow
 def test_100_disconnects_during_a_flood_straight_to_gunicorn(
     live_server_gunicorn: LiveServer, session_cookie: str
 ) -> None:
@@ -668,6 +670,7 @@ def test_100_disconnects_during_a_flood_straight_to_gunicorn(
     _watch_flood(server.url, run, session_cookie, "faults-gunicorn")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("other_server", ["nginx"], indirect=True)
 def test_100_disconnects_during_a_flood_through_nginx(
     other_server: tuple[str, Callable[[], str]],

@@ -105,6 +105,7 @@ def test_the_supervisor_applies_runlog_retention(runs: dict[str, Job]) -> None:
     assert remaining() == {"recent", "still.running", "still.queued"}
 
 
+@pytest.mark.slow
 def test_a_run_keeps_storing_lines_while_a_large_one_is_pruned(local_runs: LocalRuns) -> None:
     big = finished_run("old.big", JobStatus.SUCCEEDED, 100, lines=20_000)
     running = local_runs.launch("demo.flood", lines=20_000, width=40)

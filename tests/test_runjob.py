@@ -19,6 +19,9 @@ import pytest
 from jobs.models import Job, JobStatus, LogLine, LogStream
 from tests.conftest import PROJECT_DIR, assert_contiguous, log_texts
 
+# Each test starts runjob processes.
+pytestmark = pytest.mark.slow
+
 Manage = Callable[..., subprocess.CompletedProcess[str]]
 
 PERMALINK = re.compile(r"^/jobs/(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/$")

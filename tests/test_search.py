@@ -213,6 +213,7 @@ def test_a_catastrophic_pattern_is_stopped_at_the_time_limit(client: Client, mon
         assert refusal(response).startswith("The search took longer than 1 s and was stopped")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("params", [{"q": "9999"}, {"q": "9999", "case": 1}, {"q": r"^LINE \d*9999$", "regex": 1}])
 def test_a_search_past_the_time_limit_is_a_400(
     client: Client, monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]
@@ -224,14 +225,11 @@ def test_a_search_past_the_time_limit_is_a_400(
     assert matches(client, job, **params) == [9999, 19999, 29999, 39999, 49999]
 
 
-def test_search_needs_the_view_permission_and_a_run(run: Job) -> None:
-    url = f"/jobs/{run.id}/search?q=error"
-    assert Client().get(url).status_code == 403
-    assert client_for(user_with()).get(url).status_code == 403
-    assert client_for(user_with("view_job", staff=False)).get(url).status_code == 200
+def test_search_of_an_unknown_run_is_a_404_and_a_post_a_405(run: Job) -> None:
+    """Who may search is in the access matrix (tests/test_access.py)."""
     viewer = client_for(user_with("view_job"))
     assert viewer.get("/jobs/00000000-0000-4000-8000-000000000000/search?q=x").status_code == 404
-    assert viewer.post(url).status_code == 405
+    assert viewer.post(f"/jobs/{run.id}/search?q=error").status_code == 405
 
 
 # --- Hypothesis: any input is an answer or a 400 -------------------------------------------------
@@ -299,6 +297,7 @@ def test_any_search_is_an_answer_or_a_400(
 BEYOND_ASCII_LINE = LINES.index("İstanbul ıi ſ K kelvin") + 1
 
 
+@pytest.mark.slow
 @PROPERTY
 @given(pattern=portable_patterns(), case=st.booleans())
 def test_portable_patterns_find_the_same_lines_as_python(client: Client, run: Job, pattern: str, case: bool) -> None:

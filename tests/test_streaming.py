@@ -336,6 +336,7 @@ def server_with_pids(subprocess_env: dict[str, str], tmp_path: Path) -> Iterator
     stop_server(server)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["other_process", "in_server"])
 def test_resuming_at_random_points_gets_every_line_exactly_once(
     server_with_pids: LiveServer, session_cookie: str, local_runs: LocalRuns, where: str, tmp_path: Path
