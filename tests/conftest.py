@@ -80,11 +80,8 @@ def _release_background_connections(django_db_setup: Any, django_db_blocker: Any
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first, so that the parallel suite does not end waiting on one of them
-    that started last. A test that stops the PostgreSQL server would break the tests of
-    other xdist workers running beside it: in a worker it is skipped (`make test` runs it
-    alone afterwards)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """A test that stops the PostgreSQL server would break the tests of other xdist workers
+    running beside it: in a worker it is skipped (`make test` runs it alone afterwards)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         alone = pytest.mark.skip(reason="stops the shared PostgreSQL server: run it without xdist")
         for item in items:
