@@ -91,13 +91,18 @@ def _viewer(view: View) -> View:
     return bounded
 
 
+#: How a yes/no query value may be spelt.
+_YES = ("1", "true", "yes", "on")
+_NO = ("", "0", "false", "no", "off")
+
+
 def opens_stream(view_name: str, query: QueryDict) -> bool:
     """Whether a request to the view `view_name` with `query` opens a live stream (jobs.asgi
     opens those on other threads than pages, so that a crowd of viewers arriving at once
     never holds pages up)."""
     if view_name == "jobs:events":
         return True
-    return view_name == "jobs:log_text" and query.get("follow", "").lower() in ("1", "true", "yes", "on")
+    return view_name == "jobs:log_text" and query.get("follow", "").lower() in _YES
 
 
 def _count(value: str | None, name: str, default: int, maximum: int) -> int:
@@ -122,9 +127,9 @@ def _offset(request: HttpRequest, *, last_event_id: bool = False) -> int:
 
 def _flag(request: HttpRequest, name: str) -> bool:
     value = request.GET.get(name, "").lower()
-    if value in ("", "0", "false", "no", "off"):
+    if value in _NO:
         return False
-    if value in ("1", "true", "yes", "on"):
+    if value in _YES:
         return True
     raise BadInput(f"{name} must be 1 or 0, not {value[:50]!r}.")
 
