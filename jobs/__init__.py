@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobs.params import InvalidParameters
-from jobs.registry import UnknownJob, job
+from jobs.registry import UnknownJob, job, unregister
 from jobs.running.api import checkpoint, progress, section, sleep
 from jobs.running.control import JobCancelled
 from jobs.running.processes import run_command
@@ -35,6 +35,7 @@ __all__ = [
     "run_command",
     "section",
     "sleep",
+    "unregister",
 ]
 
 

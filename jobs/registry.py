@@ -88,6 +88,12 @@ def get(name: str) -> JobSpec:
         raise UnknownJob(name) from None
 
 
+def unregister(name: str) -> None:
+    """Forget the job `name`, so that another function can be registered under it."""
+    if _registry.pop(name, None) is None:
+        raise UnknownJob(name)
+
+
 def all_jobs() -> list[JobSpec]:
     return sorted(_registry.values(), key=lambda spec: spec.name)
 

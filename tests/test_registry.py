@@ -74,9 +74,13 @@ REQUIRED = {
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def scratch_registry() -> Iterator[None]:
     """Jobs a test registers are forgotten after it."""
-    monkeypatch.setattr(registry, "_registry", dict(registry._registry))
+    before = {spec.name for spec in registry.all_jobs()}
+    yield
+    for spec in registry.all_jobs():
+        if spec.name not in before:
+            registry.unregister(spec.name)
 
 
 def fields() -> dict[str, forms.Field]:
@@ -278,6 +282,24 @@ def test_duplicate_name_with_another_function_is_refused() -> None:
     with pytest.raises(ImproperlyConfigured, match="registry_tests.dup"):
         job("registry_tests.dup")(second)
     assert registry.get("registry_tests.dup").func is first
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_an_unregistered_name_can_be_taken_by_another_function() -> None:
+    def first() -> None:
+        pass
+
+    def second() -> None:
+        pass
+
+    job("registry_tests.replaced")(first)
+    jobs.unregister("registry_tests.replaced")
+    with pytest.raises(UnknownJob):
+        registry.get("registry_tests.replaced")
+    job("registry_tests.replaced")(second)
+    assert registry.get("registry_tests.replaced").func is second
+    with pytest.raises(UnknownJob):
+        jobs.unregister("registry_tests.never_registered")
 
 
 def _unannotated(items, count: int = 1) -> None:  # `items` deliberately has no annotation

@@ -745,10 +745,11 @@ class Runjob:
             threading.Thread(target=self.process.stdout.read, daemon=True).start()
         return self._job_id
 
-    def stop(self) -> None:
-        """Let runjob exit once its run has ended, or Ctrl-C it (which cancels the run);
-        kill it if it still does not exit."""
-        for signum in (None, signal.SIGINT, signal.SIGKILL):
+    def stop(self, *, interrupt: bool = False) -> None:
+        """Let runjob exit once its run has ended (unless `interrupt`), or Ctrl-C it (which
+        cancels the run); kill it if it still does not exit."""
+        signals = (signal.SIGINT, signal.SIGKILL) if interrupt else (None, signal.SIGINT, signal.SIGKILL)
+        for signum in signals:
             if signum is not None:
                 self.process.send_signal(signum)
             try:
@@ -1062,9 +1063,9 @@ class Bench:
         self.runjobs.append(runjob)
         return runjob.job_id
 
-    def _stop_runjobs(self) -> None:
+    def _stop_runjobs(self, *, interrupt: bool = False) -> None:
         for runjob in self.runjobs:
-            runjob.stop()
+            runjob.stop(interrupt=interrupt)
         self.runjobs.clear()
 
     def _one_viewer(self, server: Server, job_id: uuid.UUID) -> dict[str, Any]:
@@ -1599,7 +1600,7 @@ class Bench:
                 result["error"] = repr(exc)
             finally:
                 server.stop()
-                self._stop_runjobs()
+                self._stop_runjobs(interrupt=True)  # its silence outlasts the section on purpose
             self.save()
         return self.partial
 
