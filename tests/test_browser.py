@@ -536,6 +536,33 @@ def test_earlier_lines_count_lines_never_drawn(page: Any, server: LiveServer) ->
     assert shown_numbers(page) == list(range(1, 8001))
 
 
+def test_sections_are_known_from_lines_a_flood_never_drew(page: Any, server: LiveServer) -> None:
+    """Lines that arrive faster than the page draws are skipped to the newest ones; the
+    sections that start and end among the skipped lines still place the lines drawn."""
+    job = running_run()
+    open_job(page, server, job)
+    expect(page.locator("#live")).to_have_text("Live")
+    texts = [f"line {n}" for n in range(1, 12_001)]
+    texts[1], texts[2_999] = "::group::Setup", "::endgroup::"
+    texts[4_999] = "::group::Tests"  # still open at the end
+    write_lines(job, texts)
+    expect(page.locator("#L12000")).to_be_attached()
+    expect(page.locator("#line-count")).to_have_text("12000")
+    depth = "el => getComputedStyle(el.parentElement.querySelector('.tx')).getPropertyValue('--depth') || '0'"
+    assert page.eval_on_selector("#L12000", depth) == "1"
+    numbers = shown_numbers(page)
+    assert numbers == list(range(numbers[0], 12_001))
+    expect(page.locator("#earlier-text")).to_have_text(f"{numbers[0] - 1} earlier lines not shown.")
+    page.eval_on_selector("#log-scroll", "el => { el.scrollTop = 0; }")
+    while not page.locator("#L4999").count():
+        page.click("#earlier-button")
+        expect(page.locator("#earlier-button")).to_be_enabled()
+    tests = page.locator("#L5000").locator("xpath=..")
+    expect(tests.locator(".section-title")).to_have_text("Tests")
+    expect(tests).to_have_class(re.compile(r"\bsection-open\b"))
+    assert [page.eval_on_selector(f"#L{n}", depth) for n in (4_999, 5_000, 5_001)] == ["0", "0", "1"]
+
+
 def test_the_line_count_follows_the_lines(page: Any, server: LiveServer) -> None:
     job = running_run()
     open_job(page, server, job)

@@ -1,7 +1,7 @@
 """The job page against a flood, in a real Chromium, through a real gunicorn.
 
     python -m tests.bench.bench_page [--database sqlite|postgresql] [--lines 200000] [--repeat 3]
-        [--baseline-commit 2771a14] [--no-baseline] [--quick] [--json out.json]
+        [--baseline-commit 2771a14] [--no-baseline] [--quick] [--json out.json] [--trace DIR]
 
 The servers serve a copy of the checkout taken at the start (and of the baseline commit).
 A `demo.flood` of LINES lines (80 characters) runs in this process; its lines reach the
@@ -26,6 +26,10 @@ Viewers, each with a flood of its own, in turns so that the machine's noise spre
   event): its catch-up is to the `done` event, its intake from its first line to its last.
 
 Figures are medians of --repeat runs. The machine is shared and noisy: judge the ratios.
+
+--trace DIR records a Chromium trace of each page viewer's run there and prints what its long
+tasks were made of (tests/bench/trace_summary.py); tracing slows the page, so its figures are
+not the others'.
 """
 
 from __future__ import annotations
@@ -55,11 +59,13 @@ from tests.bench.bench_streaming import (
     reset_database,
     take_snapshot,
 )
+from tests.bench.trace_summary import summarise as summarise_trace
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SETTINGS = "tests.bench.page_settings"
 CHROMIUM = "/usr/bin/chromium"
 WIDTH = 80
+TRACE_CATEGORIES = ["toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "v8", "blink", "loading"]
 SLOW_FRAME_MS = 200
 #: Seconds a viewer may take to show a run's end (today's page takes tens of seconds).
 PATIENCE = 300
@@ -118,6 +124,7 @@ INSTRUMENT = """
 
 @dataclass(frozen=True)
 class Viewer:
+    key: str  # its name for --viewers
     name: str
     server: str  # "current" or "baseline"
     page: bool  # a page in Chromium, else the raw reader
@@ -125,11 +132,11 @@ class Viewer:
 
 
 VIEWERS = (
-    Viewer("page (batches of lines)", "current", True),
-    Viewer("page, one line per event", "current", True, "?batch=0"),
-    Viewer("today's page (baseline)", "baseline", True),
-    Viewer("raw SSE reader, batches (baseline)", "current", False, "&batch=1"),
-    Viewer("raw SSE reader, one line per event (baseline)", "current", False),
+    Viewer("page", "page (batches of lines)", "current", True),
+    Viewer("page-single", "page, one line per event", "current", True, "?batch=0"),
+    Viewer("baseline", "today's page (baseline)", "baseline", True),
+    Viewer("reader", "raw SSE reader, batches (baseline)", "current", False, "&batch=1"),
+    Viewer("reader-single", "raw SSE reader, one line per event (baseline)", "current", False),
 )
 
 
@@ -140,8 +147,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--baseline-commit", default="2771a14", help="the commit whose page is today's page")
     parser.add_argument("--no-baseline", action="store_true", help="skip today's page (its own server)")
+    parser.add_argument(
+        "--viewers",
+        default=",".join(viewer.key for viewer in VIEWERS),
+        help="the viewers measured, comma-separated (default: %(default)s)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5,000 lines, once, no baseline server")
     parser.add_argument("--json", help="write the figures here as JSON")
+    parser.add_argument("--trace", help="record a Chromium trace of each page's run in this directory")
     parser.add_argument("--read", nargs=3, metavar=("PORT", "PATH", "COOKIE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.read:
@@ -189,7 +202,14 @@ class PageBench:
         client = Client()
         client.force_login(user)
         self.session = client.cookies["sessionid"].value
-        self.viewers = [viewer for viewer in VIEWERS if not (args.no_baseline and viewer.server == "baseline")]
+        keys = set(args.viewers.split(","))
+        if unknown := keys - {viewer.key for viewer in VIEWERS}:
+            raise SystemExit(f"unknown viewers: {', '.join(sorted(unknown))}")
+        self.viewers = [
+            viewer
+            for viewer in VIEWERS
+            if viewer.key in keys and not (args.no_baseline and viewer.server == "baseline")
+        ]
 
     def run(self) -> dict[str, Any]:
         from playwright.sync_api import sync_playwright
@@ -200,7 +220,7 @@ class PageBench:
         current = take_snapshot()
         servers = {"current": Server(config, self.url, self.secret_key, "page-current", env, tree=current)}
         try:
-            if not self.args.no_baseline:
+            if any(viewer.server == "baseline" for viewer in self.viewers):
                 tree = baseline_tree(self.args.baseline_commit)
                 servers["baseline"] = Server(config, self.url, self.secret_key, "page-baseline", env, tree=tree)
             runs: dict[str, list[dict[str, Any]]] = {viewer.name: [] for viewer in self.viewers}
@@ -213,7 +233,7 @@ class PageBench:
                     for viewer in self.viewers:
                         port = servers[viewer.server].port
                         if viewer.page:
-                            run = self.measure_page(browser, viewer, port)
+                            run = self.measure_page(browser, viewer, port, round_number)
                         else:
                             run = self.measure_reader(viewer, port)
                         log(f"round {round_number + 1}, {viewer.name}: {run}")
@@ -246,7 +266,7 @@ class PageBench:
             job.refresh_from_db()
         return job
 
-    def measure_page(self, browser: Any, viewer: Viewer, port: int) -> dict[str, Any]:
+    def measure_page(self, browser: Any, viewer: Viewer, port: int, round_number: int) -> dict[str, Any]:
         job = self.flood()
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.add_cookies([{"name": "sessionid", "value": self.session, "url": f"http://127.0.0.1:{port}"}])
@@ -256,12 +276,21 @@ class PageBench:
         page.on("pageerror", lambda error: errors.append(str(error)))
         instrument = INSTRUMENT.replace("SLOW_FRAME_MS", str(SLOW_FRAME_MS))
         page.add_init_script(instrument.replace("LAST_ID", f"L{self.args.lines}"))
+        trace = None
+        if self.args.trace:
+            slug = "".join(c if c.isalnum() else "-" for c in viewer.name).strip("-")
+            trace = Path(self.args.trace) / f"{slug}-{round_number + 1}.json"
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            browser.start_tracing(page=page, path=str(trace), categories=TRACE_CATEGORIES)
         try:
             page.goto(f"http://127.0.0.1:{port}/jobs/{job.id}/{viewer.query}")
             page.wait_for_function("document.getElementById('live')?.textContent === 'Live'", polling=100)
             job = self.start(job)
             page.wait_for_function("window.__bench.statusShown && window.__bench.lastShown", polling=100)
             seen = page.evaluate("window.__bench")
+            if trace:
+                browser.stop_tracing()
+                log(summarise_trace(str(trace)))
         except Exception as exc:
             raise RuntimeError(f"{viewer.name}: {exc}; errors on the page: {errors}") from exc
         finally:

@@ -13,7 +13,9 @@ const server = JSON.parse(document.getElementById("job-settings").textContent);
 const MAX_LIVE_LINES = 5000; // lines kept in the DOM while following a live tail
 const MAX_LINES_READING = 20000; // while the user reads above the tail (still bounded)
 const PAGE_LINES = server.pageLines; // lines per "Show earlier lines", as many as the page drew
-const JUMP_LINES = 200; // lines drawn when a view that follows jumps to the tail: a few screens
+// Screens of lines drawn when a view that follows jumps to the tail: each line drawn costs
+// layout and paint in that frame, and the lines above the first screen are only scrolled to.
+const JUMP_SCREENS = 2;
 const FETCH_LIMIT = server.fetchLimit; // the lines endpoint's maximum per request
 // A line at most this far above the shown lines is loaded with every line between;
 // farther, as a window around it and a gap marker.
@@ -57,9 +59,15 @@ let lineCount = Number(lineCountBox.textContent); // the server's count at its l
 let startedAt = page.querySelector('time[data-field="started_at"]')?.getAttribute("datetime") ?? null;
 let following = true;
 let pending = []; // received lines not drawn yet, oldest first
+// `lines` events not parsed yet, oldest first ({data, to}: their JSON and their last line):
+// a view far behind a flood draws only the newest lines, and most batches need no parsing.
+let unparsed = [];
+let unparsedTo = 0;
+let skipped = false; // lines between the drawn ones and `pending` were never kept
 let frame = 0;
 let msPerLine = 0.02; // how long building a line takes here (measured as lines are drawn)
 let jumpedAt = -Infinity; // when the view last jumped to the tail
+let screenLines = 50; // lines the log's viewport shows (known once it is laid out)
 let source = null;
 let retryTimer = 0;
 let retryDelay = RETRY_FIRST_MS;
@@ -480,13 +488,25 @@ function updateEarlier() {
   earlierButton.hidden = false;
 }
 
+// The highest line number received, parsed or not.
+const received = () => Math.max(last, unparsedTo);
+
 function showLineCount() {
-  const count = String(Math.max(lineCount, last));
+  const count = String(Math.max(lineCount, received()));
   if (lineCountBox.textContent !== count) lineCountBox.textContent = count;
 }
 
+const schedule = () => {
+  if (!frame) frame = requestAnimationFrame(() => drawPending(FRAME_BUDGET_MS));
+};
+
 // Live lines: parsed at once (sections, counts), drawn at the next animation frames.
 function receive(lines) {
+  take(lines);
+  schedule();
+}
+
+function take(lines) {
   // A reconnection may replay lines already received.
   const fresh = lines.length && lines[0].n > last ? lines : lines.filter((line) => line.n > last);
   if (!fresh.length) return;
@@ -496,32 +516,74 @@ function receive(lines) {
   latestTime = fresh.at(-1).t;
   for (const line of fresh) pending.push(line);
   // No frame comes while the tab is hidden: keep no more than a frame would draw.
-  if (pending.length > 2 * MAX_LINES_READING) pending = pending.slice(-MAX_LINES_READING);
-  if (!frame) frame = requestAnimationFrame(() => drawPending(FRAME_BUDGET_MS));
+  if (pending.length > 2 * MAX_LINES_READING) {
+    pending = pending.slice(-MAX_LINES_READING);
+    skipped = true;
+  }
 }
 
-// Draws pending lines for at most `budget` ms, then leaves the rest to the next frame.
-function drawPending(budget) {
+// A batch of lines is kept as it came; it is parsed when a frame draws it (absorb).
+function receiveBatch(event) {
+  const to = Number(event.lastEventId);
+  if (!(to > received())) return; // a reconnection's replay
+  unparsed.push({ data: event.data, to });
+  unparsedTo = to;
+  // No frame comes while the tab is hidden: keep no more than a frame would draw.
+  if (to - last > 2 * MAX_LINES_READING) absorb(MAX_LINES_READING);
+  schedule();
+}
+
+const STARTS_OR_ENDS_SECTION = (data) => data.includes(GROUP) || data.includes(ENDGROUP);
+// A line of a stream that says the run went on after its sections ended (see noteStops).
+const GOES_ON = /"stream":"(?!stderr"|system")/;
+
+// Parses the batches received, but those older than the newest `keep` lines (which are not
+// drawn) only as far as what the page keeps of every line: the sections (any batch with a
+// marker is parsed) and whether the run went on after its sections ended.
+function absorb(keep) {
+  const older = unparsedTo - keep; // a batch that ends here or above has no line to draw
+  for (const batch of unparsed) {
+    if (batch.to > older || STARTS_OR_ENDS_SECTION(batch.data)) {
+      take(JSON.parse(batch.data));
+      continue;
+    }
+    if (batch.to <= last) continue;
+    if (parsedTo >= last) parsedTo = batch.to; // its lines follow the ones parsed
+    closing = false;
+    if (GOES_ON.test(batch.data)) stoppedIn = new Set();
+    last = batch.to;
+    pending = [];
+    skipped = true;
+  }
+  unparsed = [];
+}
+
+// Draws pending lines for at most `budget` ms, then leaves the rest to the next frame; `now`
+// (at the run's end) draws the last ones at once, jumping to the newest if they are many.
+function drawPending(budget, now = false) {
   frame = 0;
   const limit = following ? MAX_LIVE_LINES : MAX_LINES_READING;
   // Far behind (more than this frame can build): a view that follows jumps to the tail and
   // draws only its newest lines, the others become earlier lines; one that reads keeps what
   // it can.
   const fits = Math.max(64, Math.floor(budget / msPerLine));
-  const jump = following && pending.length > Math.min(fits, limit);
-  if (jump && budget !== Infinity && performance.now() - jumpedAt < FLOOD_REDRAW_MS) {
+  const waiting = pending.length + Math.max(0, unparsedTo - last);
+  const jump = following && waiting > Math.min(fits, limit);
+  if (jump && !now && performance.now() - jumpedAt < FLOOD_REDRAW_MS) {
     frame = requestAnimationFrame(() => drawPending(FRAME_BUDGET_MS));
     return;
   }
   if (jump) jumpedAt = performance.now();
-  const keep = jump ? Math.min(fits, JUMP_LINES) : limit;
-  if (pending.length > keep) {
+  const keep = jump ? Math.min(fits, JUMP_SCREENS * screenLines) : limit;
+  absorb(keep);
+  if (pending.length > keep || skipped) {
     pending = pending.slice(-keep);
+    skipped = false;
     view = null;
     log.replaceChildren();
   }
   const started = performance.now();
-  const deadline = started + budget;
+  const deadline = now ? Infinity : started + budget;
   const fragment = document.createDocumentFragment();
   let count = 0;
   for (; count < pending.length; count++) {
@@ -659,6 +721,7 @@ let navigation = 0; // the latest reveal(): one still loading its lines must not
 // a later one overtook.
 async function reveal(n) {
   const ticket = ++navigation;
+  absorb(Infinity);
   if (!rowOf(n) && pending.length && n >= pending[0].n) drawPending(Infinity);
   if (!rowOf(n) && n >= 1 && n <= last) {
     const top = beforeFirst + 1;
@@ -726,7 +789,9 @@ scroller.addEventListener("scroll", () => {
 
 // The log's height changes with the page around it (facts, progress, a wrapped toolbar):
 // a view that follows stays at the end.
-new ResizeObserver(() => {
+const lineHeight = parseFloat(getComputedStyle(log).lineHeight) || 20;
+new ResizeObserver((entries) => {
+  screenLines = Math.max(10, Math.ceil(entries.at(-1).contentRect.height / lineHeight));
   if (following) scrollToEnd();
 }).observe(scroller);
 
@@ -1110,7 +1175,7 @@ function finish() {
 }
 
 // Batches of lines per event (`lines`); one line per event (`message`) without.
-const streamUrl = () => `${data.eventsUrl}?offset=${last}${data.batch === "true" ? "&batch=1" : ""}`;
+const streamUrl = () => `${data.eventsUrl}?offset=${received()}${data.batch === "true" ? "&batch=1" : ""}`;
 
 function connect() {
   stopStream();
@@ -1119,13 +1184,13 @@ function connect() {
     retryDelay = RETRY_FIRST_MS;
     setLive("live");
   });
-  source.addEventListener("lines", (event) => receive(JSON.parse(event.data)));
+  source.addEventListener("lines", receiveBatch);
   source.addEventListener("message", (event) => receive([JSON.parse(event.data)]));
   source.addEventListener("status", (event) => applyStatus(JSON.parse(event.data)));
   source.addEventListener("progress", (event) => applyProgress(JSON.parse(event.data)));
   source.addEventListener("done", (event) => {
     // The final status is shown with every line: the last ones are drawn now, not a frame later.
-    if (pending.length) drawPending(Infinity);
+    if (pending.length || unparsed.length) drawPending(FRAME_BUDGET_MS, true);
     applyStatus(JSON.parse(event.data));
     finish();
   });
@@ -1198,8 +1263,8 @@ async function recover() {
   }
   if (ticket !== attempt || finished) return; // hidden, or finished, meanwhile
   // A run that ended with lines still missing: the stream brings them, then its final status.
-  if (status && !(status.finished && last < status.line_count)) applyStatus(status);
-  if (status && status.finished && last >= status.line_count) finish();
+  if (status && !(status.finished && received() < status.line_count)) applyStatus(status);
+  if (status && status.finished && received() >= status.line_count) finish();
   else connect();
 }
 
