@@ -38,7 +38,7 @@ from django.urls import Resolver404, resolve, set_script_prefix
 
 from jobs.conf import runlog_settings
 from jobs.streaming.endpoints import opens_stream
-from jobs.streaming.follow import viewer_readers
+from jobs.streaming.readers import viewer_readers
 
 logger = logging.getLogger(__name__)
 

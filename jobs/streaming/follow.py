@@ -18,12 +18,10 @@ Exactly once, in order, with no gap (the resume contract, docs/architecture.md):
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Generator, Hashable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,6 +32,7 @@ from jobs.conf import runlog_settings
 from jobs.logstore.hub import JobChanged, JobState, StoredLines, StreamsClosing, Subscription, hub, rows_of
 from jobs.logstore.writer import Batch
 from jobs.models import Job, LogLine, Row
+from jobs.streaming import readers
 from jobs.streaming.poller import poller
 
 #: Lines per database read while replaying: large enough to stream fast, small enough to
@@ -86,9 +85,11 @@ Event = Lines | Status | Progress | Heartbeat | Done
 
 @dataclass(frozen=True)
 class Read:
-    """Run `call` (a database read) and send its result back."""
+    """Run `call` (a database read) and send its result back. Viewers asking for reads
+    with the same `key` at once may share one (jobs.streaming.readers)."""
 
     call: Callable[[], Any]
+    key: Hashable | None = None
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,18 @@ def load_job(job_id: uuid.UUID) -> Job | None:
     return Job.objects.select_related("launched_by", "cancelled_by").filter(pk=job_id).first()
 
 
+def read_lines(job_id: uuid.UUID, after: int) -> StoredLines:
+    """A chunk of stored lines, with a cache for the encodings of the viewers that share it."""
+    return StoredLines(job_id, LogLine.objects.rows_after(job_id, after, REPLAY_CHUNK))
+
+
 def replay(job_id: uuid.UUID, after: int) -> Plan:
     """The stored lines after `after`, in chunks. Returns the last number sent."""
     while True:
-        rows = yield Read(partial(LogLine.objects.rows_after, job_id, after, REPLAY_CHUNK))
+        chunk: StoredLines = yield Read(partial(read_lines, job_id, after), key=("lines", job_id, after))
+        rows = chunk.rows
         if rows:
-            yield Lines(rows)
+            yield Lines(rows, source=chunk)
             after = rows[-1][0]
         if len(rows) < REPLAY_CHUNK:
             return after
@@ -118,7 +125,7 @@ def replay(job_id: uuid.UUID, after: int) -> Plan:
 def follow(job_id: uuid.UUID, after: int) -> Plan:
     """The run's status, its lines after `after`, then everything live until it ends.
     The driver has subscribed to the hub before it starts this plan."""
-    job: Job | None = yield Read(partial(load_job, job_id))
+    job: Job | None = yield Read(partial(load_job, job_id), key=("job", job_id))
     if job is None:
         return after
     yield Status(job)
@@ -158,7 +165,7 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             if stored > last:  # the poller publishes a run's lines before the change that counts them
                 last = yield from replay(job_id, last)
             continue
-        job = yield Read(partial(load_job, job_id))
+        job = yield Read(partial(load_job, job_id), key=("job", job_id))
         if job is None:
             return last
         if job.is_finished:
@@ -327,10 +334,10 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
     that come before the plan's next read or wait, to be sent together (a wake-up of a
     crowd's viewer brings many batches). Database reads go to the process's viewer readers
     (VIEWER_DATABASE_SLOTS threads, each keeping its connection), so a crowd of viewers
-    waits its turn there and an idle viewer holds neither thread nor connection. A client
+    waits its turn there, sharing the reads it makes alike, and an idle viewer holds
+    neither thread nor connection. A client
     that leaves cancels this generator, which cleans up here."""
     subscription, plan = _start(job_id, after, live)
-    loop = asyncio.get_running_loop()
     burst: list[Event] = []
     try:
         step = _next_step(plan, None)
@@ -343,7 +350,7 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
                 yield burst
                 burst = []
             if isinstance(step, Read):
-                step = _next_step(plan, await loop.run_in_executor(viewer_readers(), _read, step.call))
+                step = _next_step(plan, await readers.read(step.call, step.key))
             else:
                 assert subscription is not None  # only a live plan waits
                 ready = await subscription.wait_async(runlog_settings.STREAM_HEARTBEAT)
@@ -354,24 +361,3 @@ async def events_async(job_id: uuid.UUID, after: int, *, live: bool) -> AsyncIte
         plan.close()
         if subscription is not None:
             hub.unsubscribe(subscription)
-
-
-_readers: ThreadPoolExecutor | None = None
-
-
-def viewer_readers() -> ThreadPoolExecutor:
-    """The threads that read the database for this process's viewers under ASGI (and open
-    their streams: jobs.asgi)."""
-    global _readers
-    with _slots_lock:
-        if _readers is None:
-            _readers = ThreadPoolExecutor(runlog_settings.VIEWER_DATABASE_SLOTS, thread_name_prefix="runlog-viewer")
-        return _readers
-
-
-def _read(call: Callable[[], Any]) -> Any:
-    try:
-        return call()
-    except Exception:
-        connection.close()  # it may be broken (the database restarted): the next read opens another
-        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from json.encoder import encode_basestring  # the C encoder json.dumps uses for str
 from typing import Any
 
@@ -75,10 +76,12 @@ def line_data(rows: list[Row], *, as_events: bool = False) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=4096)
 def _line_time(created_at: datetime | str) -> str:
     """ISO 8601 in UTC, from a datetime or from a database's text: SQLite's naive
     "2026-11-21 20:34:07.058810" (UTC, as Django stores it) or PostgreSQL's
-    "2026-11-21 20:34:07.05881+00"."""
+    "2026-11-21 20:34:07.05881+00". Cached: a run's viewers replay the same lines, and
+    parsing the time is most of what encoding a line costs."""
     moment = datetime.fromisoformat(created_at) if isinstance(created_at, str) else created_at
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
