@@ -317,8 +317,10 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
       and LIMIT, the planner expects to stop early and reads it along the index in one
       process. Expecting a third of the lines to match, it would not read in parallel
       either (passing rows between processes has a cost): a search's rows are few, so
-      that cost is made small for this transaction. A sequential scan would read every
-      run's lines to find one range's: the index bounds each range.
+      that cost is made small for this transaction. It also rates the test of a line as
+      cheap, where a regex takes microseconds, and so starts workers only for ranges far
+      longer than one answer's: starting them is made cheap too. A sequential scan would
+      read every run's lines to find one range's: the index bounds each range.
     On a large table the regex's cost estimate would also have PostgreSQL compile the query
     to machine code first (JIT): a few hundred milliseconds that cannot speed up the regex
     engine, where a search's time goes."""
@@ -327,6 +329,7 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
         milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit
         cursor.execute(
             "SELECT set_config('statement_timeout', %s, true), set_config('parallel_tuple_cost', '0.001', true),"
+            " set_config('parallel_setup_cost', '10', true), set_config('min_parallel_table_scan_size', '0', true),"
             " set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true)",
             [str(milliseconds)],
         )
