@@ -665,6 +665,44 @@ def test_search_finds_and_jumps_to_lines_far_outside_the_loaded_window(page: Any
     expect(page.locator(".line.match")).to_have_count(0)
 
 
+def test_search_asks_on_from_where_each_answer_stopped(page: Any, server: LiveServer) -> None:
+    """A server that searches 5,000 lines an answer (as a long run's answers stop after
+    their time): the page asks on from each answer's `searched`, and finds every match once."""
+    texts = [f"stored line {n}" for n in range(1, 15_001)]
+    for number in (100, 8_000, 14_900):
+        texts[number - 1] = f"a needle at {number}"
+    job = stored_run(texts)
+    asked: list[int] = []
+
+    def in_steps(route: Any) -> None:
+        after = int(re.search(r"[?&]after=(\d+)", route.request.url)[1])  # type: ignore[index]
+        asked.append(after)
+        whole = route.fetch().json()
+        searched = min(after + 5_000, whole["line_count"])
+        matches = [n for n in whole["matches"] if n <= searched]
+        more = searched < whole["line_count"]
+        route.fulfill(json={**whole, "matches": matches, "more": more, "searched": searched})
+
+    page.route("**/search?*", in_steps)
+    open_job(page, server, job)
+    page.fill("#search-input", "needle")
+    expect(page.locator("#search-count")).to_have_text("1 / 1+")
+    expect(page.locator(".line.match-current .ln")).to_have_text("100")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#search-count")).to_have_text("2 / 2+")
+    expect(page.locator(".line.match-current .ln")).to_have_text("8000")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#search-count")).to_have_text("3 / 3")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#search-count")).to_have_text("1 / 3")
+    assert asked == [0, 5_000, 10_000]
+    # Answers without a match: the page asks on by itself until the end.
+    asked.clear()
+    page.fill("#search-input", "haystack")
+    expect(page.locator("#search-count")).to_have_text("No matches")
+    assert asked == [0, 5_000, 10_000]
+
+
 def test_download_saves_the_log_under_the_jobs_name_and_date(page: Any, server: LiveServer) -> None:
     job = stored_run(["first", "\x1b[31msecond\x1b[0m"])
     open_job(page, server, job)

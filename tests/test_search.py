@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobs.models import Job
-from jobs.streaming import search
+from jobs.streaming import scan, search
 from tests.conftest import client_for, user_with
 from tests.test_endpoints import finished_run
 
@@ -81,7 +81,7 @@ def test_the_answer_is_the_designed_json(client: Client, run: Job) -> None:
     response = ask(client, run, q="error")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"matches": [2, 3], "line_count": len(LINES), "more": False}
+    assert response.json() == {"matches": [2, 3], "line_count": len(LINES), "more": False, "searched": len(LINES)}
 
 
 def test_a_text_is_found_ignoring_case_unless_case_is_1(client: Client, run: Job) -> None:
@@ -122,22 +122,50 @@ def test_a_regex_is_searched_with_pythons_syntax(client: Client, run: Job) -> No
     assert matches(client, run, q=r"[\]x]{255} needle", regex=1) == [13]  # PostgreSQL counts to 255 at most
 
 
-@pytest.mark.parametrize("probe_lines", [search.PROBE_LINES, 4])
+@pytest.mark.parametrize("first_lines", [scan.FIRST_LINES, 4])
 def test_after_limit_and_more_page_through_the_matches(
-    client: Client, monkeypatch: pytest.MonkeyPatch, probe_lines: int
+    client: Client, monkeypatch: pytest.MonkeyPatch, first_lines: int
 ) -> None:
-    # PostgreSQL searches the first lines, then the rest: the matches are the same wherever
-    # the boundary falls.
-    monkeypatch.setattr(search, "PROBE_LINES", probe_lines)
+    # The lines are searched range by range: the matches are the same wherever a range ends.
+    monkeypatch.setattr(scan, "FIRST_LINES", first_lines)
     job = finished_run([f"line {n}" + (" hit" if n % 3 == 0 else "") for n in range(1, 31)])
     every = list(range(3, 31, 3))
-    assert ask(client, job, q="hit", limit=4).json() == {"matches": every[:4], "line_count": 30, "more": True}
-    assert ask(client, job, q="hit", after=12, limit=4).json()["matches"] == [15, 18, 21, 24]
-    assert ask(client, job, q="hit", after=24, limit=2).json() == {"matches": [27, 30], "line_count": 30, "more": False}
-    assert ask(client, job, q="hit", after=30).json() == {"matches": [], "line_count": 30, "more": False}
-    assert ask(client, job, q="hit", after=10**12).json()["matches"] == []
-    assert ask(client, job, q="hit", limit=0).json() == {"matches": [], "line_count": 30, "more": True}
-    assert ask(client, job, q="hit", regex=1, after=3, limit=1).json()["matches"] == [6]
+
+    def answer(**params: Any) -> Any:
+        return ask(client, job, q="hit", **params).json()
+
+    # Up to the line before the next match is searched.
+    assert answer(limit=4) == {"matches": every[:4], "line_count": 30, "more": True, "searched": 14}
+    assert answer(after=12, limit=4)["matches"] == [15, 18, 21, 24]
+    assert answer(after=24, limit=2) == {"matches": [27, 30], "line_count": 30, "more": False, "searched": 30}
+    assert answer(after=30) == {"matches": [], "line_count": 30, "more": False, "searched": 30}
+    assert answer(after=10**12)["matches"] == []
+    assert answer(limit=0) == {"matches": [], "line_count": 30, "more": True, "searched": 2}
+    assert answer(regex=1, after=3, limit=1)["matches"] == [6]
+
+
+@pytest.mark.parametrize("regex", [0, 1])
+def test_an_answer_that_spent_its_time_says_where_it_stopped(
+    client: Client, monkeypatch: pytest.MonkeyPatch, regex: int
+) -> None:
+    """Each answer here has time for one range of 5 lines: the next answer goes on from it."""
+    monkeypatch.setattr(search, "ANSWER_SECONDS", 0.0)
+    monkeypatch.setattr(scan, "FIRST_LINES", 5)
+    job = finished_run([f"line {n}" + (" hit" if n % 3 == 0 else "") for n in range(1, 14)])
+    assert ask(client, job, q="hit", regex=regex).json() == {
+        "matches": [3],
+        "line_count": 13,
+        "more": True,
+        "searched": 5,
+    }
+    assert ask(client, job, q="hit", regex=regex, after=5).json()["matches"] == [6, 9]
+    assert ask(client, job, q="hit", regex=regex, after=10, limit=1).json()["matches"] == [12]
+    assert ask(client, job, q="hit", regex=regex, after=10).json() == {
+        "matches": [12],
+        "line_count": 13,
+        "more": False,
+        "searched": 13,
+    }
 
 
 def test_limit_defaults_to_1000_and_is_at_most_10000(client: Client) -> None:
@@ -150,7 +178,7 @@ def test_only_stored_lines_the_run_counts_are_searched(client: Client) -> None:
     """A running run's lines past its line_count are not in its answer yet."""
     job = finished_run(["hit 1", "hit 2", "hit 3"])
     Job.objects.filter(pk=job.pk).update(line_count=2)
-    assert ask(client, job, q="hit").json() == {"matches": [1, 2], "line_count": 2, "more": False}
+    assert ask(client, job, q="hit").json() == {"matches": [1, 2], "line_count": 2, "more": False, "searched": 2}
 
 
 # --- Refusals -----------------------------------------------------------------------------------
@@ -291,6 +319,74 @@ def test_any_search_is_an_answer_or_a_400(
     # SQLite runs Python's re itself; PostgreSQL agrees on texts that fold as ASCII.
     if connection.vendor == "sqlite" or not regex and (case or sent.isascii()):
         assert body["matches"] == expected
+
+
+@settings(max_examples=PROPERTY.max_examples * 10)  # pure Python: cheap examples
+@given(
+    hits=st.lists(st.booleans(), min_size=1, max_size=60),
+    after=st.integers(0, 59),
+    wanted=st.integers(1, 8),
+    first_lines=st.integers(1, 10),
+    seconds=st.sampled_from([0.0, 60.0]),
+)
+def test_a_scan_answers_every_match_up_to_where_it_stopped(
+    hits: list[bool], after: int, wanted: int, first_lines: int, seconds: float
+) -> None:
+    after %= len(hits)  # the search asks for a scan of some lines only
+    matching = [number for number, hit in enumerate(hits, start=1) if hit]
+    asked: list[tuple[int, int]] = []
+
+    def search_range(start: int, end: int, count: int) -> list[int]:
+        asked.append((start, end))
+        return [number for number in matching if start < number <= end][:count]
+
+    numbers, searched = scan.scan(search_range, after, len(hits), wanted, seconds, first_lines)
+    assert numbers == [number for number in matching if after < number <= searched][:wanted]
+    # It stops when it has enough, at the end, or (with no time) after one range.
+    if len(numbers) < wanted:
+        assert searched == len(hits) or seconds == 0 and searched == after + first_lines
+    else:
+        assert searched == numbers[-1]
+    # Ranges follow each other from `after`, none past the run's end.
+    assert [start for start, _ in asked] == [after, *(end for _, end in asked[:-1])]
+    assert all(end <= len(hits) for _, end in asked)
+
+
+@pytest.mark.slow
+@PROPERTY
+@given(
+    hits=st.lists(st.sampled_from(["hit", "a HIT", "miss", ""]), max_size=24),
+    regex=st.booleans(),
+    limit=st.integers(1, 4),
+    first_lines=st.integers(2, 6),
+    seconds=st.sampled_from([0.0, 60.0]),
+)
+def test_answers_that_go_on_from_searched_find_every_match_once(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    hits: list[str],
+    regex: bool,
+    limit: int,
+    first_lines: int,
+    seconds: float,
+) -> None:
+    """A client that asks again from `searched` while `more` gets each match once, in order."""
+    monkeypatch.setattr(search, "ANSWER_SECONDS", seconds)
+    monkeypatch.setattr(scan, "FIRST_LINES", first_lines)
+    lines = [f"{number} {text}" for number, text in enumerate(hits, start=1)]
+    job = finished_run(lines)
+    found: list[int] = []
+    after, more = 0, True
+    while more:
+        body = ask(client, job, q="h.t" if regex else "hit", regex=int(regex), limit=limit, after=after).json()
+        assert all(after < number <= body["searched"] for number in body["matches"])
+        assert len(body["matches"]) <= limit
+        found += body["matches"]
+        more = body["more"]
+        assert body["searched"] > after or not more  # every answer gets further
+        after = body["searched"]
+    assert after == len(lines)
+    assert found == [number for number, text in enumerate(hits, start=1) if text in ("hit", "a HIT")]
 
 
 #: The line whose letters fold to ASCII ones in Python's re only (İ, ı, ſ, the Kelvin sign).

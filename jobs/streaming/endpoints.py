@@ -266,8 +266,8 @@ def log_lines(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @_requires("jobs.view_job")
 def search_log(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """The numbers of the stored lines after `after` that contain `q` (ignoring case unless
-    `case=1`; a Python regular expression with `regex=1`), at most `limit` of them, and
-    whether more follow."""
+    `case=1`; a Python regular expression with `regex=1`): at most `limit` of them, the
+    last line searched, and whether later lines may match (ask again after that line)."""
     query = search.make_query(
         request.GET.get("q", ""), regex=_flag(request, "regex"), case_sensitive=_flag(request, "case")
     )
@@ -275,7 +275,9 @@ def search_log(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     limit = _count(request.GET.get("limit"), "limit", search.DEFAULT_MATCHES, search.MAX_MATCHES)
     job = get_object_or_404(Job, pk=job_id)
     found = search.find(job, query, after, limit)
-    return JsonResponse({"matches": found.numbers, "line_count": job.line_count, "more": found.more})
+    return JsonResponse(
+        {"matches": found.numbers, "line_count": job.line_count, "more": found.more, "searched": found.searched}
+    )
 
 
 @require_safe

@@ -16,7 +16,13 @@ The database does the scan, so that the lines of a long run never come into Pyth
   first with the substring search, which is far cheaper than the regex engine and leaves
   it few lines.
 
-Every search ends within TIME_LIMIT seconds (PostgreSQL's statement_timeout, SQLite's
+An answer searches range after range of lines in order (jobs/streaming/scan.py) and stops
+when it has `limit` matches or after about ANSWER_SECONDS, saying up to which line it
+searched: a client asks again from there for more. So a text found early is answered at
+once, and a search of a long run that finds little is answered in steps, none much longer
+than ANSWER_SECONDS, rather than in one long wait.
+
+Every answer ends within TIME_LIMIT seconds (PostgreSQL's statement_timeout, SQLite's
 progress handler, the child's kill); one that would take longer is a SearchError.
 """
 
@@ -38,20 +44,21 @@ from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from jobs.models import Job, LogLine, column_of
+from jobs.streaming import scan
 
 #: Longest search text accepted: a bound on the work of compiling a pattern.
 MAX_QUERY_LENGTH = 1000
 #: Matches per answer by default, and at most.
 DEFAULT_MATCHES = 1000
 MAX_MATCHES = 10_000
-#: Seconds a search may take.
+#: Seconds an answer searches for, about, before it answers what it has found so far.
+ANSWER_SECONDS = 0.5
+#: Seconds an answer may take.
 TIME_LIMIT = 10.0
 #: Shortest required text worth a substring search before the regex engine.
 MIN_PREFILTER = 2
 #: Most alternatives of a required text looked for (each is one more substring search).
 MAX_ALTERNATIVES = 8
-#: Lines PostgreSQL searches first in order, before it scans the rest in parallel.
-PROBE_LINES = 20_000
 
 #: ASCII letters that Python's re, ignoring case, also finds as a non-ASCII letter (İ and ı,
 #: ſ, the Kelvin sign): a search that folds ASCII only must not rely on them. PostgreSQL's
@@ -78,9 +85,12 @@ class Query:
 
 @dataclass(frozen=True)
 class Found:
+    #: Every matching line in after+1..searched, in order.
     numbers: list[int]
-    #: Whether the run has more matching lines after the last of `numbers`.
+    #: Whether lines after `searched` (up to the run's line_count) may match: ask again
+    #: with after=searched.
     more: bool
+    searched: int
 
 
 def make_query(text: str, *, regex: bool, case_sensitive: bool) -> Query:
@@ -109,21 +119,26 @@ def make_query(text: str, *, regex: bool, case_sensitive: bool) -> Query:
 
 
 def find(job: Job, query: Query, after: int, limit: int) -> Found:
-    """The first `limit` stored lines of `job` after line `after` (up to its line_count)
-    that the query finds."""
-    if after >= job.line_count:
-        return Found([], False)
+    """The matches of the query among the stored lines of `job` after line `after` (up to
+    its line_count), in order: the first `limit` of them, or those found in about
+    ANSWER_SECONDS, and the last line searched."""
+    upto = job.line_count
+    if after >= upto:
+        return Found([], False, after)
     sql, params = _condition(connection.vendor, query)
     # Only the quoted column name is formatted into `sql`; every value is a parameter.
     found = RawSQL(sql, params, output_field=BooleanField())  # noqa: S611
     lines = LogLine.objects.filter(found, job_id=job.id).values_list("number", flat=True).order_by()
     wanted = limit + 1  # one more than asked: whether it exists is `more`
     if connection.vendor == "postgresql":
-        numbers = _on_postgresql(lines, after, job.line_count, wanted)
+        numbers, searched = _on_postgresql(lines, after, upto, wanted)
+    elif query.regex:
+        numbers, searched = _in_child(lines, after, upto, wanted, query.flags)
     else:
-        first = lines.filter(number__gt=after, number__lte=job.line_count).order_by("number")[:wanted]
-        numbers = _in_child(first, query.flags) if query.regex else _on_sqlite(first)
-    return Found(numbers[:limit], len(numbers) > limit)
+        numbers, searched = _on_sqlite(lines, after, upto, wanted)
+    if len(numbers) > limit:
+        return Found(numbers[:limit], True, numbers[limit] - 1)
+    return Found(numbers, searched < upto, searched)
 
 
 # --- What the database tests -------------------------------------------------------------------
@@ -293,39 +308,46 @@ def _too_slow() -> SearchError:
     )
 
 
-def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int) -> list[int]:
-    """The first `wanted` numbers of `lines` in after+1..upto, in two steps, because the
-    planner cannot know how many lines a search finds (it guesses a third, or a half):
-    - the first PROBE_LINES lines, in order along the (job, number) index, which stops as
-      soon as it has found enough: a common text is answered here, in milliseconds;
-    - otherwise the rest, as a scan of all of it, in parallel, its matches then sorted.
-      Asked in one query with ORDER BY and LIMIT, the planner expects to stop early and
-      reads a million lines along the index in one process. Expecting a third of the lines
-      to match, it would not scan in parallel either (passing rows between processes has
-      a cost): a search's rows are few, so that cost is made small for this transaction.
+def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int) -> tuple[list[int], int]:
+    """The scan of after+1..upto, each range in one query, because the planner cannot know
+    how many lines a search finds (it guesses a third, or a half):
+    - the first range is read in order along the (job, number) index, which stops as soon
+      as it has found enough: a common text is answered there, in milliseconds;
+    - a later one is read whole, in parallel, its matches then sorted. Asked with ORDER BY
+      and LIMIT, the planner expects to stop early and reads it along the index in one
+      process. Expecting a third of the lines to match, it would not read in parallel
+      either (passing rows between processes has a cost): a search's rows are few, so
+      that cost is made small for this transaction. It also rates the test of a line as
+      cheap, where a regex takes microseconds, and so starts workers only for ranges far
+      longer than one answer's: starting them is made cheap too. A sequential scan would
+      read every run's lines to find one range's: the index bounds each range.
     On a large table the regex's cost estimate would also have PostgreSQL compile the query
     to machine code first (JIT): a few hundred milliseconds that cannot speed up the regex
     engine, where a search's time goes."""
-    probe_end = min(upto, after + PROBE_LINES)
+    column = connection.ops.quote_name(column_of(LogLine, "number"))
     with transaction.atomic(), connection.cursor() as cursor:
         milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit
         cursor.execute(
             "SELECT set_config('statement_timeout', %s, true), set_config('parallel_tuple_cost', '0.001', true),"
-            " set_config('jit', 'off', true)",
+            " set_config('parallel_setup_cost', '10', true), set_config('min_parallel_table_scan_size', '0', true),"
+            " set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true)",
             [str(milliseconds)],
         )
-        try:
-            numbers = list(lines.filter(number__gt=after, number__lte=probe_end).order_by("number")[:wanted])
-            if len(numbers) == wanted or probe_end == upto:
-                return numbers
-            rest, params = lines.filter(number__gt=probe_end, number__lte=upto).query.sql_with_params()
-            column = connection.ops.quote_name(column_of(LogLine, "number"))
+
+        def search_range(start: int, end: int, count: int) -> list[int]:
+            in_range = lines.filter(number__gt=start, number__lte=end)
+            if start == after:
+                return list(in_range.order_by("number")[:count])
+            sql, params = in_range.query.sql_with_params()
             # OFFSET 0 keeps the planner from pushing ORDER BY and LIMIT into the scan.
             cursor.execute(
-                f"SELECT {column} FROM ({rest} OFFSET 0) AS found ORDER BY {column} LIMIT %s",  # noqa: S608
-                [*params, wanted - len(numbers)],
+                f"SELECT {column} FROM ({sql} OFFSET 0) AS found ORDER BY {column} LIMIT %s",  # noqa: S608
+                [*params, count],
             )
-            return numbers + [number for (number,) in cursor.fetchall()]
+            return [number for (number,) in cursor.fetchall()]
+
+        try:
+            return scan.scan(search_range, after, upto, wanted, ANSWER_SECONDS, scan.FIRST_LINES)
         except DatabaseError as exc:
             sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
             if sqlstate == "57014":  # query_canceled: the statement timeout
@@ -336,7 +358,7 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
             raise
 
 
-def _on_sqlite(numbers_query: QuerySet[LogLine, int]) -> list[int]:
+def _on_sqlite(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int) -> tuple[list[int], int]:
     connection.ensure_connection()
     database = connection.connection
     deadline = time.monotonic() + TIME_LIMIT
@@ -347,9 +369,12 @@ def _on_sqlite(numbers_query: QuerySet[LogLine, int]) -> list[int]:
         expired = time.monotonic() > deadline
         return expired  # true interrupts the statement
 
+    def search_range(start: int, end: int, count: int) -> list[int]:
+        return list(lines.filter(number__gt=start, number__lte=end).order_by("number")[:count])
+
     database.set_progress_handler(past_deadline, _PROGRESS_STEPS)
     try:
-        return list(numbers_query)
+        return scan.scan(search_range, after, upto, wanted, ANSWER_SECONDS, scan.FIRST_LINES)
     except DatabaseError as exc:
         if expired:
             raise _too_slow() from exc
@@ -358,13 +383,21 @@ def _on_sqlite(numbers_query: QuerySet[LogLine, int]) -> list[int]:
         database.set_progress_handler(None, 0)
 
 
-def _in_child(numbers_query: QuerySet[LogLine, int], flags: int) -> list[int]:
-    sql, params = numbers_query.query.sql_with_params()
+def _in_child(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int, flags: int) -> tuple[list[int], int]:
+    # The range's bounds are the query's last two parameters (its last filter's, in this
+    # order): the child sets them for each range.
+    ranged = lines.filter(number__gt=after, number__lte=upto).order_by("number")
+    sql, params = ranged.query.sql_with_params()
     request = {
         "database": str(connection.settings_dict["NAME"]),
         "sql": sql % (("?",) * len(params)),  # Django's %s placeholders in sqlite3's style
         "params": list(params),
         "flags": flags,
+        "after": after,
+        "upto": upto,
+        "wanted": wanted,
+        "seconds": ANSWER_SECONDS,
+        "first_lines": scan.FIRST_LINES,
     }
     try:
         child = subprocess.run(
@@ -378,5 +411,5 @@ def _in_child(numbers_query: QuerySet[LogLine, int], flags: int) -> list[int]:
         raise _too_slow() from exc
     if child.returncode != 0:
         raise RuntimeError(f"the search process failed ({child.returncode}): {child.stderr[-2000:]}")
-    numbers: list[int] = json.loads(child.stdout)
-    return numbers
+    answer = json.loads(child.stdout)
+    return answer["numbers"], answer["searched"]

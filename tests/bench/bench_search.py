@@ -8,7 +8,10 @@ For each database it runs itself in a child process against a fresh benchmark da
 (SQLite: /tmp/bench_search/run-PID/; PostgreSQL: $BENCH_POSTGRES/bench_search_run_PID, by
 default on postgres://root@127.0.0.1:5432; dropped at the end), stores one finished run of
 --lines lines through the log writer's own insert, and times jobs.streaming.search.find()
-(what the endpoint does, without HTTP) for:
+(what the endpoint does, without HTTP) as the job page calls it: answer after answer, each
+from the line where the last one stopped, until 1,000 matches or the run's end. It gives
+the time to the first answer, to the first match and to the end of the search, and the
+number of answers, for:
 - a rare text (3 lines of the run contain it, so the whole run is scanned), ignoring case
   (the default) and with case=1;
 - a common text (every line): the first 1,000 matches, the endpoint's default limit;
@@ -16,8 +19,8 @@ default on postgres://root@127.0.0.1:5432; dropped at the end), stores one finis
   whole run's), and regexes that the regex engine has to read every line for: one whose
   required text is in every line, one with a choice of required texts in every line, and
   one with no required text (few or no lines match them: the worst cases).
-Figures are medians of --repeat runs after ANALYZE, beside one run before it (PostgreSQL
-then has no statistics for the new rows). Baselines, each timed the same way: Python's re over
+Figures are medians of --repeat runs after ANALYZE, beside one run's whole search before it
+(PostgreSQL then has no statistics for the new rows). Baselines, each timed the same way: Python's re over
 list(job.lines.values_list("number", "text")), and on SQLite the same regexes through
 Django's own REGEXP function in the server's process (what the child process replaces).
 On PostgreSQL it also measures what a pg_trgm GIN index on the text would cost: the writer's
@@ -143,6 +146,42 @@ def store_lines(job_id: uuid.UUID, first: int, texts: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def whole_search(job: Any, query: Any) -> dict[str, Any]:
+    """The answers the page asks for, each from the last one's `searched`, until 1,000
+    matches or the end: seconds to the first answer, to the first match and to the end."""
+    from jobs.streaming import search
+
+    numbers: list[int] = []
+    after, answers, first_match = 0, 0, None
+    started = time.perf_counter()
+    while True:
+        found = search.find(job, query, after, search.DEFAULT_MATCHES - len(numbers))
+        answers += 1
+        if answers == 1:
+            first_answer = time.perf_counter() - started
+        numbers += found.numbers
+        if numbers and first_match is None:
+            first_match = time.perf_counter() - started
+        if not found.more or len(numbers) == search.DEFAULT_MATCHES:
+            break
+        after = found.searched
+    seconds = time.perf_counter() - started
+    return {
+        "first_answer_seconds": first_answer,
+        "first_match_seconds": seconds if first_match is None else first_match,
+        "seconds": seconds,
+        "answers": answers,
+        "numbers": numbers,
+    }
+
+
+def timed_search(job: Any, query: Any, repeat: int) -> dict[str, Any]:
+    """Medians of `repeat` whole searches' figures, and the last one's matches."""
+    runs = [whole_search(job, query) for _ in range(repeat)]
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != "numbers"}
+    return {**figures, "numbers": runs[-1]["numbers"]}
+
+
 def timed(call: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     """Median seconds of `repeat` calls, and the last call's result."""
     seconds, result = [], None
@@ -164,22 +203,18 @@ def measure(lines: int, repeat: int) -> dict[str, Any]:
     job = store_run(lines)
     results: dict[str, Any] = {"database": connection.vendor, "store_seconds": time.perf_counter() - started}
     queries = {name: search.make_query(q, regex=regex, case_sensitive=case) for name, q, regex, case in CASES}
-
-    def run_search(name: str) -> Callable[[], Any]:
-        return lambda: search.find(job, queries[name], 0, search.DEFAULT_MATCHES)
-
-    before = {name: timed(run_search(name), 1)[0] for name in queries}
+    before = {name: whole_search(job, query)["seconds"] for name, query in queries.items()}
     analyze(connection)
     cases = {}
     for name, q, regex, case in CASES:
-        seconds, found = timed(run_search(name), repeat)
+        found = timed_search(job, queries[name], repeat)
         baseline, expected = timed(lambda q=q, regex=regex, case=case: python_re(job, q, regex, case), repeat)
-        assert found.numbers == expected, f"{name}: the search and Python's re disagree"
+        numbers = found.pop("numbers")
+        assert numbers == expected, f"{name}: the search and Python's re disagree"
         cases[name] = {
-            "seconds": seconds,
+            **found,
             "before_analyze_seconds": before[name],
-            "matches": len(found.numbers),
-            "more": found.more,
+            "matches": len(numbers),
             "python_re_seconds": baseline,
         }
         if regex and connection.vendor == "sqlite":
@@ -259,11 +294,14 @@ def trigram_index_cost(job: Any, rare: Any, lines: int, repeat: int) -> dict[str
 def print_table(database: str, results: dict[str, Any], lines: int) -> None:
     print(f"Search benchmark on {database} ({lines:,} lines, stored in {results['store_seconds']:.1f} s)")
     width = max(len(name) for name, *_ in CASES)
-    print(f"  {'':<{width}}  {'search':>8}  {'no ANALYZE':>10}  {'Python re':>9}  matches")
+    print(
+        f"  {'':<{width}}  {'1st answer':>10}  {'1st match':>9}  {'all':>8}  {'answers':>7}  {'no ANALYZE':>10}"
+        f"  {'Python re':>9}  matches"
+    )
     for name, figures in results["cases"].items():
-        more = "+" if figures["more"] else ""
-        line = f"  {name:<{width}}  {figures['seconds']:>7.3f}s  {figures['before_analyze_seconds']:>9.3f}s"
-        line += f"  {figures['python_re_seconds']:>8.3f}s  {figures['matches']:,}{more}"
+        line = f"  {name:<{width}}  {figures['first_answer_seconds']:>9.3f}s  {figures['first_match_seconds']:>8.3f}s"
+        line += f"  {figures['seconds']:>7.3f}s  {figures['answers']:>7g}  {figures['before_analyze_seconds']:>9.3f}s"
+        line += f"  {figures['python_re_seconds']:>8.3f}s  {figures['matches']:,}"
         if "in_process_regexp_seconds" in figures:
             line += f"  (Django's REGEXP in process: {figures['in_process_regexp_seconds']:.3f}s)"
         print(line)

@@ -816,7 +816,8 @@ const search = {
   key: "", // the query and its options, as sent
   matches: [], // line numbers, ascending
   lines: new Set(),
-  more: false, // the server has matches past the last one in `matches`
+  more: false, // lines after `searched` may match
+  searched: 0, // the last line the server has searched: `matches` are all of those up to it
   index: -1, // the current match
   pattern: null, // the same search in JavaScript, to highlight the text that matched
   controller: null,
@@ -844,6 +845,22 @@ async function fetchMatches(after) {
   if (response.status === 400) throw new SyntaxError((await response.text()).trim());
   if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
   return response.json();
+}
+
+// Asks from line `after` until an answer brings matches or the server has searched every
+// line: an answer stops after about half a second, saying how far it searched. False if
+// another search replaced this one meanwhile.
+async function fetchMore(after, key) {
+  for (;;) {
+    const answer = await fetchMatches(after);
+    if (search.key !== key) return false;
+    search.more = answer.more;
+    search.searched = answer.searched;
+    addMatches(answer.matches);
+    if (answer.matches.length || !answer.more) return true;
+    showCount(`Searching… line ${answer.searched.toLocaleString()} of ${answer.line_count.toLocaleString()}`);
+    after = answer.searched;
+  }
 }
 
 function jsPattern() {
@@ -925,23 +942,20 @@ async function runSearch() {
   if (key === search.key) return;
   search.key = key;
   clearMarks();
-  Object.assign(search, { matches: [], lines: new Set(), more: false, index: -1, pattern: null });
+  Object.assign(search, { matches: [], lines: new Set(), more: false, searched: 0, index: -1, pattern: null });
   if (searchInput.value === "") {
     search.controller?.abort();
     showCount("");
     return;
   }
   showCount("Searching…");
-  let answer;
+  search.pattern = jsPattern();
   try {
-    answer = await fetchMatches(0);
+    if (!(await fetchMore(0, key))) return;
   } catch (error) {
     if (error.name !== "AbortError") showCount(error.message);
     return;
   }
-  search.pattern = jsPattern();
-  search.more = answer.more;
-  addMatches(answer.matches);
   // The first match from the top of what the user is looking at, else the first one.
   const top = firstVisibleLine();
   const index = search.matches.findIndex((n) => n >= top);
@@ -981,9 +995,7 @@ async function step(direction) {
   // Past the last match known: the server's next page, or lines that arrived since.
   if (index >= search.matches.length && (search.more || !finished) && search.matches.length) {
     try {
-      const answer = await fetchMatches(search.matches.at(-1));
-      search.more = answer.more;
-      addMatches(answer.matches);
+      if (!(await fetchMore(search.searched, search.key))) return;
     } catch (error) {
       if (error.name !== "AbortError") showCount(error.message);
       return;
