@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from re import _constants as sre_constants  # type: ignore[attr-defined]  # re's own parser, to read a pattern
 from re import _parser as sre_parser  # type: ignore[attr-defined]
@@ -335,10 +336,9 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
         )
 
         def search_range(start: int, end: int, count: int) -> list[int]:
-            in_range = lines.filter(number__gt=start, number__lte=end)
             if start == after:
-                return list(in_range.order_by("number")[:count])
-            sql, params = in_range.query.sql_with_params()
+                return _first_in_order(lines, start, end, count)
+            sql, params = lines.filter(number__gt=start, number__lte=end).query.sql_with_params()
             # OFFSET 0 keeps the planner from pushing ORDER BY and LIMIT into the scan.
             cursor.execute(
                 f"SELECT {column} FROM ({sql} OFFSET 0) AS found ORDER BY {column} LIMIT %s",  # noqa: S608
@@ -358,6 +358,11 @@ def _on_postgresql(lines: QuerySet[LogLine, int], after: int, upto: int, wanted:
             raise
 
 
+def _first_in_order(lines: QuerySet[LogLine, int], start: int, end: int, count: int) -> list[int]:
+    """The first `count` numbers of `lines` in start+1..end, read in order along the index."""
+    return list(lines.filter(number__gt=start, number__lte=end).order_by("number")[:count])
+
+
 def _on_sqlite(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int) -> tuple[list[int], int]:
     connection.ensure_connection()
     database = connection.connection
@@ -369,12 +374,9 @@ def _on_sqlite(lines: QuerySet[LogLine, int], after: int, upto: int, wanted: int
         expired = time.monotonic() > deadline
         return expired  # true interrupts the statement
 
-    def search_range(start: int, end: int, count: int) -> list[int]:
-        return list(lines.filter(number__gt=start, number__lte=end).order_by("number")[:count])
-
     database.set_progress_handler(past_deadline, _PROGRESS_STEPS)
     try:
-        return scan.scan(search_range, after, upto, wanted, ANSWER_SECONDS, scan.FIRST_LINES)
+        return scan.scan(partial(_first_in_order, lines), after, upto, wanted, ANSWER_SECONDS, scan.FIRST_LINES)
     except DatabaseError as exc:
         if expired:
             raise _too_slow() from exc
