@@ -49,8 +49,8 @@ def test_a_crowd_lets_a_flood_gather_between_takes() -> None:
     assert viewer.pause() == MAX_PAUSE
     hub.publish(stored_lines(job_id, 1, 1))
     assert viewer.wait(5)
+    took_at = time.monotonic()  # before the take, which starts the pause
     viewer.take()
-    took_at = time.monotonic()
 
     def flood() -> None:
         for number in range(2, 22):
@@ -121,6 +121,30 @@ def test_the_poller_publishes_lines_then_the_change_that_counts_them(monkeypatch
 
     assert not poller.poll({job.id})  # nothing changed: nothing published
     assert published(viewer) == []
+
+
+@pytest.mark.django_db
+def test_the_poller_publishes_nothing_of_a_run_this_process_started_running_meanwhile() -> None:
+    """The poller chose the run while another process ran it, and this one started running
+    it before the read was published: the read may be older than what the run has already
+    published here (a progress would go back), so it is dropped."""
+    hub = LiveHub()
+    poller = Poller(hub)
+    job = running_run()
+    viewer = hub.subscribe(job.id)
+    assert not poller.poll({job.id})
+    published(viewer)
+    store_lines(job, 1, 3)
+    Job.objects.filter(pk=job.pk).update(progress_done=3, progress_total=10)
+
+    hub.run_started_here(job.id)
+    assert not poller.poll({job.id})
+    assert published(viewer) == [JobChanged(job.id)]  # the runner's news only
+
+    hub.run_ended_here(job.id)
+    poller.poll({job.id})
+    *_, change = published(viewer)
+    assert isinstance(change, JobChanged) and change.state is not None and change.state.progress_done == 3
 
 
 # --- the follow plan, fed by hand -------------------------------------------------------------------

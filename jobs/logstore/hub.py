@@ -208,6 +208,18 @@ class LiveHub:
         for subscription in subscribers:
             subscription.put(item)
 
+    def publish_read(self, item: StoredLines | JobChanged) -> bool:
+        """Publish what the poller read of a run of another process, unless this process has
+        started running it since (False): its own items are newer, and a read made before
+        them must not follow them (its progress would go back)."""
+        with self._lock:
+            if item.job_id in self._local_jobs:
+                return False
+            # Put under the lock, so that run_started_here comes wholly before or after.
+            for subscription in self._subscribers.get(item.job_id, ()):
+                subscription.put(item)
+            return True
+
     def close_streams(self) -> None:
         """Tell every viewer of this process, now and from now on, to end its stream."""
         with self._lock:

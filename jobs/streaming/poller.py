@@ -190,9 +190,8 @@ class Poller:
                 # so that its viewers do not each read the rest themselves (jobs.streaming.follow).
                 behind.add(job_id)
                 continue
-            if self._seen[job_id] != state:
+            if self._seen[job_id] != state and self._hub.publish_read(JobChanged(job_id, state)):
                 self._seen[job_id] = state
-                self._hub.publish(JobChanged(job_id, state))
         return behind
 
     def _publish_lines(self, job_id: uuid.UUID, line_count: int) -> bool:
@@ -200,8 +199,9 @@ class Poller:
         rows = LogLine.objects.rows_after(job_id, after, FETCH_LIMIT)
         if not rows:
             return False
+        if not self._hub.publish_read(StoredLines(job_id, rows)):
+            return False
         self._published[job_id] = rows[-1][0]
-        self._hub.publish(StoredLines(job_id, rows))
         return rows[-1][0] < line_count
 
 
