@@ -150,7 +150,8 @@ def test_a_viewer_gets_the_lines_of_another_process_by_notify(
 ) -> None:
     server = start_gunicorn({**subprocess_env, "RUNLOG_POLL_INTERVAL": NEVER}, tmp_path / "gunicorn.log")
     try:
-        with runjob(subprocess_env, tmp_path, "demo.count", "n=30", "interval=0.1") as (process, job):
+        # Eight seconds: a viewer slow to connect on a loaded machine still sees most of it live.
+        with runjob(subprocess_env, tmp_path, "demo.count", "n=80", "interval=0.1") as (process, job):
             with open_events(server, job, session_cookie) as stream:
                 events = sse_events(stream)
                 stored_at_start = first_status(events)["line_count"]
@@ -162,7 +163,7 @@ def test_a_viewer_gets_the_lines_of_another_process_by_notify(
     assert still_running, "the last line came only once runjob had exited"
     # What the run had stored when the viewer came was read from the database; the rest
     # was pushed (the server's poller would only have read it an hour later).
-    assert isinstance(stored_at_start, int) and stored_at_start < 20, stored_at_start
+    assert isinstance(stored_at_start, int) and stored_at_start <= len(lines) - 10, stored_at_start
     print(f"{len(lines) - stored_at_start} of {len(lines)} lines pushed")
 
 
