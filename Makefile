@@ -34,6 +34,9 @@ run: setup
 # part's coverage data if PYTEST_ARGS asks for coverage. (Exit status 5: the arguments
 # selected no test of that part.)
 TEST_WORKERS ?= 4
+# pytest keeps the test modules it rewrites in __pycache__; without it each of the suite's
+# processes rewrites them all again (seconds of CPU each).
+test: export PYTHONDONTWRITEBYTECODE =
 test: setup-dev
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m "not stops_database" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m stops_database --cov-append $(PYTEST_ARGS) || [ $$? -eq 5 ]
@@ -57,8 +60,10 @@ bench: setup-dev
 	BENCH_POSTGRES=$(BENCH_POSTGRES) $(BIN)/python -m tests.bench.bench_page --database postgresql --json bench-results/page-postgresql.json
 
 # A smoke run of the benchmarks (small sizes, SQLite): seconds, so that CI keeps them working.
+# Its databases are its own, so that it may run beside the tests (.ci/run does).
 bench-smoke: setup-dev
-	$(BIN)/python -m tests.bench.bench_capture --lines 5000 --repeat 1 --prints 5000
+	mkdir -p bench-results
+	DATABASE_URL=sqlite:///$(CURDIR)/bench-results/smoke.sqlite3 $(BIN)/python -m tests.bench.bench_capture --lines 5000 --repeat 1 --prints 5000
 	$(BIN)/python -m tests.bench.bench_streaming --quick --databases sqlite
 	$(BIN)/python -m tests.bench.bench_workers --quick --databases sqlite
 	$(BIN)/python -m tests.bench.bench_search --quick --databases sqlite
