@@ -165,7 +165,7 @@ def job_changed(job: Job, **changes: Any) -> JobChanged:
         "line_count": job.line_count, "progress_done": job.progress_done,
         "progress_total": job.progress_total, "progress_message": job.progress_message,
     }  # fmt: skip
-    return JobChanged(job.id, JobState(**{**state, **changes}))
+    return JobChanged(job.id, JobState(**{**state, **changes}), read_at=time.monotonic())
 
 
 @pytest.mark.django_db
@@ -178,6 +178,26 @@ def test_a_viewer_takes_the_pollers_news_without_reading_the_run_again() -> None
     progress = plan.send(None)
     assert progress == Progress(3, 10, "")
     assert isinstance(plan.send(None), Wait)  # and no Read of the run's row
+
+
+@pytest.mark.django_db
+def test_a_viewer_ignores_the_pollers_news_read_before_its_own_read_of_the_run() -> None:
+    """The poller read the run just before a viewer came (its progress not yet saved) and
+    published it just after the viewer read the run: the viewer keeps its newer progress."""
+    job = running_run()
+    news_read_at = time.monotonic()
+    Job.objects.filter(pk=job.pk).update(progress_done=1, progress_total=20)
+    job.refresh_from_db()
+    plan = follow(job.id, 0)
+    step = next(plan)
+    assert isinstance(step, Read)
+    assert isinstance(plan.send(step.call()), Status)
+    assert plan.send(None) == Progress(1, 20, "")
+    assert isinstance(plan.send(None), Wait)
+    stale = JobChanged(job.id, job_changed(job, progress_done=None, progress_total=None).state, news_read_at)
+    assert isinstance(plan.send(([stale], False)), Wait)  # no progress sent back to none
+    newer = job_changed(job, progress_done=2)
+    assert plan.send(([newer], False)) == Progress(2, 20, "")
 
 
 @pytest.mark.django_db

@@ -73,6 +73,8 @@ class JobChanged:
 
     job_id: uuid.UUID
     state: JobState | None = None
+    #: time.monotonic() once the poller's read of `state` had returned.
+    read_at: float = 0.0
 
 
 @dataclass(frozen=True)

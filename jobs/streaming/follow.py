@@ -125,6 +125,9 @@ def replay(job_id: uuid.UUID, after: int) -> Plan:
 def follow(job_id: uuid.UUID, after: int) -> Plan:
     """The run's status, its lines after `after`, then everything live until it ends.
     The driver has subscribed to the hub before it starts this plan."""
+    # The poller's news of the run read before the viewer's own read of its row is older
+    # than what the viewer has: its progress would go back.
+    row_read_at = time.monotonic()  # the read starts after this
     job: Job | None = yield Read(partial(load_job, job_id), key=("job", job_id))
     if job is None:
         return after
@@ -149,6 +152,8 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
                 closing = True
                 break
             if isinstance(item, JobChanged):
+                if item.state is not None and item.read_at < row_read_at:
+                    continue
                 if item.state is None or not _same_status(job, item.state):
                     reload = True
                     continue
@@ -165,6 +170,7 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             if stored > last:  # the poller publishes a run's lines before the change that counts them
                 last = yield from replay(job_id, last)
             continue
+        row_read_at = time.monotonic()
         job = yield Read(partial(load_job, job_id), key=("job", job_id))
         if job is None:
             return last

@@ -177,6 +177,7 @@ class Poller:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
+        read_at = time.monotonic()
         for job_id in runs:
             self._seen.setdefault(job_id, None)  # read, even if it has no row
         for raw_id, *columns in rows:
@@ -190,11 +191,12 @@ class Poller:
                 # so that its viewers do not each read the rest themselves (jobs.streaming.follow).
                 behind.add(job_id)
                 continue
-            if self._seen[job_id] != state and self._hub.publish_read(JobChanged(job_id, state)):
+            if self._seen[job_id] != state and self._hub.publish_read(JobChanged(job_id, state, read_at)):
                 self._seen[job_id] = state
         return behind
 
     def _publish_lines(self, job_id: uuid.UUID, line_count: int) -> bool:
+        """Publish the run's new lines; whether it has more than this fetch brought."""
         after = self._published[job_id]
         rows = LogLine.objects.rows_after(job_id, after, FETCH_LIMIT)
         if not rows:
