@@ -30,6 +30,7 @@ run: setup
 
 # The suite spends most of its time waiting on servers, worker processes and browsers, not
 # on the CPU: it runs in TEST_WORKERS processes (pytest-xdist), more than there are cores.
+# Each browser module runs in one of them (its xdist_group), so its browser and server start once.
 # The tests that stop the PostgreSQL server run afterwards, alone, adding to the first
 # part's coverage data if PYTEST_ARGS asks for coverage. (Exit status 5: the arguments
 # selected no test of that part.)
@@ -38,7 +39,7 @@ TEST_WORKERS ?= 4
 # processes rewrites them all again (seconds of CPU each).
 test: export PYTHONDONTWRITEBYTECODE =
 test: setup-dev
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m "not stops_database" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup -m "not stops_database" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(BIN)/pytest -m stops_database --cov-append $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: setup-dev

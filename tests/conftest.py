@@ -40,7 +40,7 @@ _PROPERTY_DEFAULTS: dict[str, Any] = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 }
-hypothesis_settings.register_profile("ci", max_examples=40, **_PROPERTY_DEFAULTS)
+hypothesis_settings.register_profile("ci", max_examples=30, **_PROPERTY_DEFAULTS)
 hypothesis_settings.register_profile("thorough", max_examples=500, **_PROPERTY_DEFAULTS)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -18,7 +18,7 @@ from tests import test_browser
 from tests.conftest import LiveServer, running_run, start_gunicorn, stop_server
 from tests.test_browser import START, expect, open_job
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.xdist_group("test_browser_facts")]
 
 # test_browser's Chromium and signed-in page (pytest finds a fixture by its name here), on
 # this module's server.

@@ -34,7 +34,7 @@ from tests.conftest import (
 )
 from tests.test_browser import WAIT_MS, end_run, expect, open_job, shown_numbers, write_lines
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.xdist_group("test_browser_tabs")]
 
 #: Chromium, one per module, as test_browser starts it (pytest finds a fixture by its name here).
 browser = test_browser.browser
