@@ -319,12 +319,13 @@ def stop_server(server: LiveServer) -> None:
     stop_process(server.process, 40, group=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def live_server_gunicorn(
     test_database_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """gunicorn with the project's config (2 workers) on a free loopback port, shared by
-    the tests of a module: a test that kills or stops a server starts its own."""
+    the tests of a test process: a test that kills or stops a server, or needs other
+    settings, starts its own."""
     server = start_gunicorn(test_database_env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
     yield server
     stop_server(server)
