@@ -30,7 +30,8 @@ run: setup
 
 # The suite spends most of its time waiting on servers, worker processes and browsers, not
 # on the CPU: it runs in TEST_WORKERS processes (pytest-xdist), more than there are cores.
-# Each browser module runs in one of them (its xdist_group), so its browser and server start once.
+# test_browser_tabs and test_browser_facts each run whole in one of them (their xdist_group),
+# so that their browser and server start once; test_browser, the longest, is spread out.
 # The tests that stop the PostgreSQL server run afterwards, alone, adding to the first
 # part's coverage data if PYTEST_ARGS asks for coverage. (Exit status 5: the arguments
 # selected no test of that part.)

@@ -325,8 +325,10 @@ def live_server_gunicorn(
 ) -> Iterator[LiveServer]:
     """gunicorn with the project's config (2 workers) on a free loopback port, shared by
     the tests of a test process: a test that kills or stops a server, or needs other
-    settings, starts its own."""
-    server = start_gunicorn(test_database_env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
+    settings, starts its own. It runs beside every test of the process, so it does not
+    judge the runs of other processes lost (the tests of that do it themselves)."""
+    env = {**test_database_env, "RUNLOG_LOST_AFTER": "3600"}
+    server = start_gunicorn(env, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
     yield server
     stop_server(server)
 

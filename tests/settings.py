@@ -17,7 +17,8 @@ STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.Static
 # Quicker heartbeats and lost-run detection, so the tests of those take seconds (a server
 # whose database use is counted gets a quiet supervisor from its environment).
 RUNLOG_HEARTBEAT_INTERVAL = float(os.environ.get("RUNLOG_HEARTBEAT_INTERVAL", "0.5"))
-RUNLOG_LOST_AFTER = 5.0  # ten heartbeats: a busy machine running the suite in parallel may delay a few
+# Ten heartbeats: a busy machine running the suite in parallel may delay a few.
+RUNLOG_LOST_AFTER = float(os.environ.get("RUNLOG_LOST_AFTER", "5.0"))
 RUNLOG_CANCEL_POLL_INTERVAL = 0.2
 RUNLOG_KILL_GRACE = 1.0
 # Servers started by the streaming tests take these from the environment they are given.

@@ -32,7 +32,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     missing_tool("browser tests need Debian's chromium: apt-get install chromium")
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.xdist_group("test_browser")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 WAIT_MS = WAIT * 1000
 
