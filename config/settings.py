@@ -12,9 +12,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
-# Variables already in the environment win over the file.
-environ.Env.read_env(env.str("ENV_FILE", default=str(BASE_DIR / ".env")), overwrite=False)
+env = environ.Env()  # the `.env` file is read into it when the config package loads
 
 # --- Core -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
+import config.celery  # noqa: F401 - the Celery app, loaded as a web process with TASK_BACKEND=celery loads it
 import jobs
 from jobs.launcher import cancel_run
 from jobs.models import Job, JobStatus, LogStream
