@@ -35,7 +35,7 @@ run: setup
 # The tests that stop the PostgreSQL server run afterwards, alone, adding to the first
 # part's coverage data if PYTEST_ARGS asks for coverage. (Exit status 5: the arguments
 # selected no test of that part.)
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 # pytest keeps the test modules it rewrites in __pycache__; without it each of the suite's
 # processes rewrites them all again (seconds of CPU each).
 test: export PYTHONDONTWRITEBYTECODE =
