@@ -719,3 +719,19 @@ def test_a_job_submitted_twice_runs_once(gate: tuple[str, threading.Event], capl
     assert job.status == JobStatus.SUCCEEDED
     assert _runs[key] == 1
     assert log_texts(job) == ["running"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_for_a_run_deleted_meanwhile_runs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """A task is delivered for a run deleted since it was queued (pruned, or by hand): the
+    worker says so and goes on to its next task."""
+    caplog.set_level(logging.WARNING, logger="jobs.running.runner")
+    job = create_run("runner_tests.hello", {})
+    Job.objects.filter(pk=job.pk).delete()
+
+    get_runner().run_queued(job.pk)
+
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Job {job.pk} does not exist (deleted?): nothing to run"
+    ]
+    assert not Job.objects.exists()
