@@ -13,7 +13,9 @@ from pathlib import Path
 
 import environ
 
-environ.Env.read_env(os.environ.get("ENV_FILE", str(Path(__file__).resolve().parent.parent / ".env")), overwrite=False)
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+environ.Env.read_env(os.environ.get("ENV_FILE", str(BASE_DIR / ".env")), overwrite=False)
 
 if os.environ.get("TASK_BACKEND") == "celery":
     from config.celery import app as celery_app  # noqa: F401

@@ -10,7 +10,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from config import BASE_DIR
 
 env = environ.Env()  # the `.env` file is read into it when the config package loads
 

@@ -2,9 +2,9 @@
 transactional tests.
 
 After each `transaction=True` test Django empties every table, then re-creates the content
-types and permissions for every app (its post_migrate signal): a hundred queries, most of a
-test's teardown. The backends keep those two tables, which hold only what post_migrate would
-write back, so that it finds everything in place and writes nothing.
+types and permissions for every app (its post_migrate signal), which costs more than the
+emptying. The backends keep those two tables, which hold only what post_migrate would write
+back, so that it finds everything in place and writes nothing.
 """
 
 from __future__ import annotations
