@@ -1,4 +1,5 @@
-"""The database dropping the writer's connections mid-run: the run goes on, nothing lost."""
+"""The database dropping its connections: a run goes on with nothing lost, and viewers are
+served on fresh connections."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ from django.db import connection
 import jobs
 from jobs import job
 from jobs.models import JobStatus
-from tests.conftest import WAIT, assert_contiguous, log_texts, wait_finished, wait_for
+from tests.conftest import (
+    WAIT,
+    LiveServer,
+    assert_contiguous,
+    get_log,
+    log_texts,
+    run_now,
+    wait_finished,
+    wait_for,
+)
 
 postgresql_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="uses pg_terminate_backend")
 
@@ -26,6 +36,12 @@ def two_halves(lines: int = 500) -> None:
     _go_on.wait(WAIT)
     for index in range(lines):
         print(f"second half {index}")
+
+
+@job("db_fault_tests.numbered")
+def numbered(lines: int = 100) -> None:
+    for index in range(lines):
+        print(f"line {index}")
 
 
 def _terminate_other_backends() -> int:
@@ -57,3 +73,19 @@ def test_lines_survive_the_database_dropping_the_writers_connection() -> None:
     assert run.status == JobStatus.SUCCEEDED, run.error
     assert log_texts(run) == [f"first half {i}" for i in range(500)] + [f"second half {i}" for i in range(500)]
     assert_contiguous(run)
+
+
+@postgresql_only
+def test_viewers_are_served_after_the_database_dropped_the_servers_connections(
+    live_server_gunicorn: LiveServer, session_cookie: str
+) -> None:
+    run = run_now("db_fault_tests.numbered", lines=100)
+    expected = "".join(f"line {index}\n" for index in range(100))
+    # The server's viewer readers keep their connections between reads.
+    for _ in range(4):
+        assert get_log(live_server_gunicorn, run, session_cookie) == (200, expected)
+
+    assert _terminate_other_backends() >= 1
+
+    for _ in range(8):
+        assert get_log(live_server_gunicorn, run, session_cookie) == (200, expected)

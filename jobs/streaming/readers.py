@@ -20,6 +20,11 @@ from typing import Any
 from django.db import connection
 
 from jobs.conf import runlog_settings
+from jobs.logstore.dbretry import retrying
+
+#: Seconds a viewer's read is retried on fresh connections when its connection fails: a
+#: kept connection may have been dropped since its last read (a database restart, a proxy).
+READ_RETRY = 1.0
 
 _lock = threading.Lock()
 _readers: ThreadPoolExecutor | None = None
@@ -79,7 +84,7 @@ def _start_shared(slot: tuple[asyncio.AbstractEventLoop, Hashable], queued: _Que
 
 def _read(call: Callable[[], Any]) -> Any:
     try:
-        return call()
+        return retrying(call, READ_RETRY, "read for a viewer")
     except Exception:
-        connection.close()  # it may be broken (the database restarted): the next read opens another
+        connection.close()  # it may be broken: the next read opens another
         raise
