@@ -892,7 +892,8 @@ class ResourceSampler(threading.Thread):
             self.peak_rss_mb = max(self.peak_rss_mb, self.server.rss_mb())
             established = _established_connections(self.server.port)
             for pid in self.server.worker_pids():
-                mine = [port for inode, port in established.items() if inode in _socket_inodes(pid)]
+                sockets = _socket_inodes(pid)
+                mine = [port for inode, port in established.items() if inode in sockets]
                 self.peak_connections[pid] = max(self.peak_connections.get(pid, 0), len(mine))
                 self.worker_of_port.update(dict.fromkeys(mine, pid))
 
