@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,10 @@ def rows_of(item: Batch | StoredLines) -> list[Row]:
     return rows
 
 
+#: A coroutine's wait: its event loop and the event to set there.
+_AsyncWaiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+
+
 class Subscription:
     def __init__(self, job_id: uuid.UUID, crowd: set[Subscription]) -> None:
         self.job_id = job_id
@@ -108,9 +113,11 @@ class Subscription:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         # Set by an asyncio waiter: put() wakes it through its loop.
-        self._async_waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._async_waiter: _AsyncWaiter | None = None
 
-    def put(self, item: Item) -> None:
+    def _put(self, item: Item) -> _AsyncWaiter | None:
+        """Add `item`, waking a waiting thread; the coroutine waiting, if any, for the
+        caller to wake (`_put_all`)."""
         with self._ready:
             if len(self._items) >= SUBSCRIBER_BUFFER:
                 self.overflowed = True
@@ -118,10 +125,7 @@ class Subscription:
             else:
                 self._items.append(item)
             self._ready.notify_all()
-            waiter = self._async_waiter
-        if waiter is not None:
-            loop, event = waiter
-            loop.call_soon_threadsafe(event.set)
+            return self._async_waiter
 
     def take(self) -> tuple[list[Item], bool]:
         """What was published since the last take, and whether some of it was dropped
@@ -167,13 +171,32 @@ class Subscription:
                 return True
             self._async_waiter = (asyncio.get_running_loop(), event)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                await event.wait()
             return True
         except TimeoutError:
             return False
         finally:
             with self._lock:
                 self._async_waiter = None
+
+
+def _put_all(subscriptions: Iterable[Subscription], item: Item) -> None:
+    """Put `item` to each subscriber, waking the coroutines among them with one call per
+    event loop: each call writes to the loop's wake-up pipe, and a run may have a thousand."""
+    waiting: defaultdict[asyncio.AbstractEventLoop, list[asyncio.Event]] = defaultdict(list)
+    for subscription in subscriptions:
+        waiter = subscription._put(item)
+        if waiter is not None:
+            loop, event = waiter
+            waiting[loop].append(event)
+    for loop, events in waiting.items():
+        loop.call_soon_threadsafe(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 class LiveHub:
@@ -193,7 +216,7 @@ class LiveHub:
             self.watchers_changed.notify_all()
             closing = self._closing
         if closing:
-            subscription.put(StreamsClosing(job_id))
+            _put_all([subscription], StreamsClosing(job_id))
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -207,8 +230,7 @@ class LiveHub:
     def publish(self, item: Item) -> None:
         with self._lock:
             subscribers = list(self._subscribers.get(item.job_id, ()))
-        for subscription in subscribers:
-            subscription.put(item)
+        _put_all(subscribers, item)
 
     def publish_read(self, item: StoredLines | JobChanged) -> bool:
         """Publish what the poller read of a run of another process, unless this process has
@@ -218,8 +240,7 @@ class LiveHub:
             if item.job_id in self._local_jobs:
                 return False
             # Put under the lock, so that run_started_here comes wholly before or after.
-            for subscription in self._subscribers.get(item.job_id, ()):
-                subscription.put(item)
+            _put_all(self._subscribers.get(item.job_id, ()), item)
             return True
 
     def close_streams(self) -> None:
@@ -228,8 +249,7 @@ class LiveHub:
             self._closing = True
             subscribers = [(job_id, list(subs)) for job_id, subs in self._subscribers.items()]
         for job_id, subscriptions in subscribers:
-            for subscription in subscriptions:
-                subscription.put(StreamsClosing(job_id))
+            _put_all(subscriptions, StreamsClosing(job_id))
 
     def run_started_here(self, job_id: uuid.UUID) -> None:
         """From now on this process publishes the run's lines and changes itself."""
