@@ -222,7 +222,10 @@ class PageBench:
         try:
             if any(viewer.server == "baseline" for viewer in self.viewers):
                 tree = baseline_tree(self.args.baseline_commit)
-                servers["baseline"] = Server(config, self.url, self.secret_key, "page-baseline", env, tree=tree)
+                # Its gunicorn config file names no application (wsgi_app came later).
+                servers["baseline"] = Server(
+                    config, self.url, self.secret_key, "page-baseline", env, tree=tree, app="config.wsgi:application"
+                )
             runs: dict[str, list[dict[str, Any]]] = {viewer.name: [] for viewer in self.viewers}
             machine = MachineCpu()
             with sync_playwright() as playwright:

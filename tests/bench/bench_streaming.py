@@ -494,7 +494,9 @@ class Server:
         label: str,
         env: dict[str, str] | None = None,
         tree: Path = PROJECT_DIR,
+        app: str | None = None,
     ) -> None:
+        """`app`: the application to serve, for a tree whose gunicorn config names none."""
         self.config = config
         self.port = _free_port()
         self.log_path = RUN_DIR / f"gunicorn-{label}.log"
@@ -528,6 +530,8 @@ class Server:
         else:
             command += ["config.asgi:application", "--worker-class", config.worker_class]
         self.gunicorn = command[1:3] == ["-m", "gunicorn"]
+        if app is not None:
+            command.append(app)
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
                 command, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
