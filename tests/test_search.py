@@ -11,6 +11,7 @@ from urllib.parse import quote, quote_from_bytes, urlencode
 import pytest
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -142,6 +143,31 @@ def test_after_limit_and_more_page_through_the_matches(
     assert answer(after=10**12)["matches"] == []
     assert answer(limit=0) == {"matches": [], "line_count": 30, "more": True, "searched": 2}
     assert answer(regex=1, after=3, limit=1)["matches"] == [6]
+
+
+@pytest.mark.parametrize(
+    ("lines", "regex_alone_later"),
+    [
+        # The required text ("error" or "errno") is on every line: after the first range,
+        # the regex runs alone.
+        ([f"{n} {'Error 404' if n % 7 == 0 else 'errors: none'}" for n in range(1, 41)], True),
+        # It is on few lines: they are looked for first all along.
+        ([f"{n} {'Error 404' if n % 7 == 0 else 'all fine'}" for n in range(1, 41)], False),
+    ],
+)
+def test_a_regex_finds_the_same_lines_with_or_without_its_substring_search_first(
+    client: Client, monkeypatch: pytest.MonkeyPatch, lines: list[str], regex_alone_later: bool
+) -> None:
+    monkeypatch.setattr(scan, "FIRST_LINES", 10)
+    job = finished_run(lines)
+    pattern = r"err(or|no)\s+\d{3}"
+    with CaptureQueriesContext(connection) as queries:
+        found = matches(client, job, q=pattern, regex=1)
+    assert found == [n for n, text in enumerate(lines, start=1) if re.search(pattern, text, re.IGNORECASE)]
+    if connection.vendor == "postgresql":
+        later_ranges = [query["sql"] for query in queries if "ORDER BY" in query["sql"] and "OFFSET 0" in query["sql"]]
+        assert later_ranges
+        assert all(("strpos" not in sql) == regex_alone_later for sql in later_ranges)
 
 
 @pytest.mark.parametrize("regex", [0, 1])
