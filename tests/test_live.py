@@ -165,7 +165,8 @@ def job_changed(job: Job, **changes: Any) -> JobChanged:
         "line_count": job.line_count, "progress_done": job.progress_done,
         "progress_total": job.progress_total, "progress_message": job.progress_message,
     }  # fmt: skip
-    return JobChanged(job.id, JobState(**{**state, **changes}), read_at=time.monotonic())
+    now = time.monotonic()
+    return JobChanged(job.id, JobState(**{**state, **changes}), read_started=now, read_at=now)
 
 
 @pytest.mark.django_db
@@ -194,10 +195,33 @@ def test_a_viewer_ignores_the_pollers_news_read_before_its_own_read_of_the_run()
     assert isinstance(plan.send(step.call()), Status)
     assert plan.send(None) == Progress(1, 20, "")
     assert isinstance(plan.send(None), Wait)
-    stale = JobChanged(job.id, job_changed(job, progress_done=None, progress_total=None).state, news_read_at)
+    state = job_changed(job, progress_done=None, progress_total=None).state
+    stale = JobChanged(job.id, state, news_read_at, news_read_at)
     assert isinstance(plan.send(([stale], False)), Wait)  # no progress sent back to none
     newer = job_changed(job, progress_done=2)
     assert plan.send(([newer], False)) == Progress(2, 20, "")
+
+
+@pytest.mark.django_db
+def test_a_viewer_reads_the_run_again_for_news_read_while_it_read_the_run() -> None:
+    """The poller's read began before the viewer's read of the run had returned, and ended
+    after it began: which of the two is newer is unknown, so the viewer reads the run again
+    rather than send the news's progress, which may be older."""
+    job = running_run()
+    Job.objects.filter(pk=job.pk).update(progress_done=1, progress_total=20)
+    job.refresh_from_db()
+    news_read_started = time.monotonic()
+    plan = follow(job.id, 0)
+    step = next(plan)
+    assert isinstance(step, Read)
+    assert isinstance(plan.send(step.call()), Status)
+    assert plan.send(None) == Progress(1, 20, "")
+    assert isinstance(plan.send(None), Wait)
+    state = job_changed(job, progress_done=None, progress_total=None).state
+    overlapping = JobChanged(job.id, state, news_read_started, time.monotonic())
+    step = plan.send(([overlapping], False))
+    assert isinstance(step, Read)  # not the news's progress
+    assert isinstance(plan.send(step.call()), Wait)  # the run's progress is still 1 of 20: nothing to send
 
 
 @pytest.mark.django_db

@@ -74,7 +74,8 @@ class JobChanged:
 
     job_id: uuid.UUID
     state: JobState | None = None
-    #: time.monotonic() once the poller's read of `state` had returned.
+    #: time.monotonic() before the poller's read of `state` began, and once it had returned.
+    read_started: float = 0.0
     read_at: float = 0.0
 
 

@@ -126,9 +126,11 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
     """The run's status, its lines after `after`, then everything live until it ends.
     The driver has subscribed to the hub before it starts this plan."""
     # The poller's news of the run read before the viewer's own read of its row is older
-    # than what the viewer has: its progress would go back.
+    # than what the viewer has: its progress would go back. News read while the viewer read
+    # the row may be older or newer: the viewer reads the row again.
     row_read_at = time.monotonic()  # the read starts after this
     job: Job | None = yield Read(partial(load_job, job_id), key=("job", job_id))
+    row_read_done = time.monotonic()
     if job is None:
         return after
     yield Status(job)
@@ -154,7 +156,7 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             if isinstance(item, JobChanged):
                 if item.state is not None and item.read_at < row_read_at:
                     continue
-                if item.state is None or not _same_status(job, item.state):
+                if item.state is None or not _same_status(job, item.state) or item.read_started < row_read_done:
                     reload = True
                     continue
                 # The poller's news of a run of another process: no read of our own.
@@ -172,6 +174,7 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             continue
         row_read_at = time.monotonic()
         job = yield Read(partial(load_job, job_id), key=("job", job_id))
+        row_read_done = time.monotonic()
         if job is None:
             return last
         if job.is_finished:

@@ -174,6 +174,7 @@ class Poller:
         fetch took."""
         behind = set()
         sql, params = _states_query(frozenset(runs))
+        read_started = time.monotonic()
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -191,7 +192,7 @@ class Poller:
                 # so that its viewers do not each read the rest themselves (jobs.streaming.follow).
                 behind.add(job_id)
                 continue
-            if self._seen[job_id] != state and self._hub.publish_read(JobChanged(job_id, state, read_at)):
+            if self._seen[job_id] != state and self._hub.publish_read(JobChanged(job_id, state, read_started, read_at)):
                 self._seen[job_id] = state
         return behind
 
