@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from jobs.logstore.hub import MAX_PAUSE, WAKEUPS_PER_SECOND, JobChanged, JobState, LiveHub, StoredLines, Subscription
 from jobs.models import Job
-from jobs.streaming.follow import Lines, Progress, Read, Status, Wait, follow
+from jobs.streaming.follow import Lines, Plan, Progress, Read, Status, Wait, follow
 from jobs.streaming.poller import Poller
 from tests.conftest import running_run, store_lines
 
@@ -181,12 +181,9 @@ def test_a_viewer_takes_the_pollers_news_without_reading_the_run_again() -> None
     assert isinstance(plan.send(None), Wait)  # and no Read of the run's row
 
 
-@pytest.mark.django_db
-def test_a_viewer_ignores_the_pollers_news_read_before_its_own_read_of_the_run() -> None:
-    """The poller read the run just before a viewer came (its progress not yet saved) and
-    published it just after the viewer read the run: the viewer keeps its newer progress."""
-    job = running_run()
-    news_read_at = time.monotonic()
+def following_at_progress_1_of_20(job: Job) -> Plan:
+    """The run's progress saved as 1 of 20, then a viewer's plan that has read the run and
+    sent that progress, waiting for news (`job` is refreshed)."""
     Job.objects.filter(pk=job.pk).update(progress_done=1, progress_total=20)
     job.refresh_from_db()
     plan = follow(job.id, 0)
@@ -195,6 +192,16 @@ def test_a_viewer_ignores_the_pollers_news_read_before_its_own_read_of_the_run()
     assert isinstance(plan.send(step.call()), Status)
     assert plan.send(None) == Progress(1, 20, "")
     assert isinstance(plan.send(None), Wait)
+    return plan
+
+
+@pytest.mark.django_db
+def test_a_viewer_ignores_the_pollers_news_read_before_its_own_read_of_the_run() -> None:
+    """The poller read the run just before a viewer came (its progress not yet saved) and
+    published it just after the viewer read the run: the viewer keeps its newer progress."""
+    job = running_run()
+    news_read_at = time.monotonic()
+    plan = following_at_progress_1_of_20(job)
     state = job_changed(job, progress_done=None, progress_total=None).state
     stale = JobChanged(job.id, state, news_read_at, news_read_at)
     assert isinstance(plan.send(([stale], False)), Wait)  # no progress sent back to none
@@ -208,15 +215,8 @@ def test_a_viewer_reads_the_run_again_for_news_read_while_it_read_the_run() -> N
     after it began: which of the two is newer is unknown, so the viewer reads the run again
     rather than send the news's progress, which may be older."""
     job = running_run()
-    Job.objects.filter(pk=job.pk).update(progress_done=1, progress_total=20)
-    job.refresh_from_db()
     news_read_started = time.monotonic()
-    plan = follow(job.id, 0)
-    step = next(plan)
-    assert isinstance(step, Read)
-    assert isinstance(plan.send(step.call()), Status)
-    assert plan.send(None) == Progress(1, 20, "")
-    assert isinstance(plan.send(None), Wait)
+    plan = following_at_progress_1_of_20(job)
     state = job_changed(job, progress_done=None, progress_total=None).state
     overlapping = JobChanged(job.id, state, news_read_started, time.monotonic())
     step = plan.send(([overlapping], False))

@@ -125,12 +125,7 @@ def replay(job_id: uuid.UUID, after: int) -> Plan:
 def follow(job_id: uuid.UUID, after: int) -> Plan:
     """The run's status, its lines after `after`, then everything live until it ends.
     The driver has subscribed to the hub before it starts this plan."""
-    # The poller's news of the run read before the viewer's own read of its row is older
-    # than what the viewer has: its progress would go back. News read while the viewer read
-    # the row may be older or newer: the viewer reads the row again.
-    row_read_at = time.monotonic()  # the read starts after this
-    job: Job | None = yield Read(partial(load_job, job_id), key=("job", job_id))
-    row_read_done = time.monotonic()
+    job, row_read_at, row_read_done = yield from _read_row(job_id)
     if job is None:
         return after
     yield Status(job)
@@ -154,6 +149,9 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
                 closing = True
                 break
             if isinstance(item, JobChanged):
+                # The poller's news read before the viewer's own read of the row is older than
+                # what the viewer has (its progress would go back); news read while the viewer
+                # read the row may be older or newer: the viewer reads the row again.
                 if item.state is not None and item.read_at < row_read_at:
                     continue
                 if item.state is None or not _same_status(job, item.state) or item.read_started < row_read_done:
@@ -172,9 +170,7 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
             if stored > last:  # the poller publishes a run's lines before the change that counts them
                 last = yield from replay(job_id, last)
             continue
-        row_read_at = time.monotonic()
-        job = yield Read(partial(load_job, job_id), key=("job", job_id))
-        row_read_done = time.monotonic()
+        job, row_read_at, row_read_done = yield from _read_row(job_id)
         if job is None:
             return last
         if job.is_finished:
@@ -193,6 +189,13 @@ def follow(job_id: uuid.UUID, after: int) -> Plan:
         yield Status(job)
     yield Done(job)
     return last
+
+
+def _read_row(job_id: uuid.UUID) -> Generator[Read, Any, tuple[Job | None, float, float]]:
+    """The run's row, with the time.monotonic() before the read started and after it returned."""
+    started = time.monotonic()
+    job: Job | None = yield Read(partial(load_job, job_id), key=("job", job_id))
+    return job, started, time.monotonic()
 
 
 def _send_new_lines(job_id: uuid.UUID, last: int, item: Batch | StoredLines) -> Plan:

@@ -355,8 +355,8 @@ def _on_postgresql(
     to machine code first (JIT): a few hundred milliseconds that cannot speed up the regex
     engine, where a search's time goes.
     A substring search before a regex saves its time when few lines pass it, and adds to it
-    when most do (lowering each line takes about half as long as the regex): when most lines
-    of the first range pass it, the later ranges run the regex alone."""
+    when most do (each line is lowered first): when most lines of the first range pass it,
+    the later ranges run the regex alone."""
     column = connection.ops.quote_name(column_of(LogLine, "number"))
     with transaction.atomic(), connection.cursor() as cursor:
         milliseconds = max(1, round(TIME_LIMIT * 1000))  # 0 would mean no limit

@@ -222,7 +222,7 @@ class PageBench:
         try:
             if any(viewer.server == "baseline" for viewer in self.viewers):
                 tree = baseline_tree(self.args.baseline_commit)
-                # Its gunicorn config file names no application (wsgi_app came later).
+                # That commit's gunicorn config file names no application.
                 servers["baseline"] = Server(
                     config, self.url, self.secret_key, "page-baseline", env, tree=tree, app="config.wsgi:application"
                 )
