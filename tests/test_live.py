@@ -1,9 +1,11 @@
 """The hub and the poller under a crowd of viewers: a crowd's viewers pause between takes
-so that a flooding run wakes them in bursts, and the poller tells the viewers of a run of
-another process what changed, so that they need not each read its row again."""
+(threads) or wake in rounds (coroutines) so that a flooding run wakes them in bursts, and
+the poller tells the viewers of a run of another process what changed, so that they need
+not each read its row again."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -12,7 +14,16 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from jobs.logstore.hub import MAX_PAUSE, WAKEUPS_PER_SECOND, JobChanged, JobState, LiveHub, StoredLines, Subscription
+from jobs.logstore.hub import (
+    ASYNC_MAX_PAUSE,
+    MAX_PAUSE,
+    WAKEUPS_PER_SECOND,
+    JobChanged,
+    JobState,
+    LiveHub,
+    StoredLines,
+    Subscription,
+)
 from jobs.models import Job
 from jobs.streaming.follow import Lines, Plan, Progress, Read, Status, Wait, follow
 from jobs.streaming.poller import Poller
@@ -82,6 +93,103 @@ def test_the_pause_follows_the_number_of_viewers() -> None:
     for viewer in viewers[1:]:
         hub.unsubscribe(viewer)
     assert viewers[0].pause() == pytest.approx(1 / WAKEUPS_PER_SECOND)
+
+
+def test_a_lone_coroutine_wakes_at_once_for_each_item() -> None:
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    (viewer,) = crowd_of(hub, job_id, 1)
+
+    async def follow_two() -> list[int]:
+        numbers = []
+        for number in (1, 2):
+            asyncio.get_running_loop().call_soon(hub.publish, stored_lines(job_id, number, number))
+            assert await viewer.wait_async(5)
+            numbers += [item.rows[0][0] for item in published(viewer)]
+        return numbers
+
+    assert asyncio.run(follow_two()) == [1, 2]
+
+
+def test_a_crowd_of_coroutines_takes_a_flood_in_a_few_rounds() -> None:
+    """1,000 coroutine viewers of a run, and a flood of 20 batches published from another
+    thread: the first batch wakes them all in one round, and the rest, published meanwhile,
+    come in the next rounds, not in a wake-up per batch."""
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    viewers = crowd_of(hub, job_id, 1000)
+
+    async def watch(viewer: Subscription) -> list[list[int]]:
+        takes: list[list[int]] = []
+        while sum(len(numbers) for numbers in takes) < 20:
+            assert await viewer.wait_async(5)
+            takes.append([item.rows[0][0] for item in published(viewer)])
+        return takes
+
+    async def crowd_and_flood() -> list[list[list[int]]]:
+        watching = [asyncio.ensure_future(watch(viewer)) for viewer in viewers]
+        await asyncio.sleep(0.05)  # every viewer waits
+        flood = threading.Thread(target=lambda: [hub.publish(stored_lines(job_id, n, n)) for n in range(1, 21)])
+        flood.start()
+        takes = await asyncio.gather(*watching)
+        flood.join()
+        return takes
+
+    for viewer_takes in asyncio.run(crowd_and_flood()):
+        assert [number for numbers in viewer_takes for number in numbers] == list(range(1, 21))
+        assert len(viewer_takes) <= 3
+
+
+def test_the_rounds_of_a_crowd_of_coroutines_are_a_pause_apart() -> None:
+    """A crowd of 1,000 (one of them waiting): a batch wakes the waiting viewer at once, and
+    the next batch, published as soon as it has taken the first, ASYNC_MAX_PAUSE later."""
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    viewer, *_ = crowd_of(hub, job_id, 1000)
+
+    async def two_takes() -> list[float]:
+        taken_at = []
+        for number in (1, 2):
+            asyncio.get_running_loop().call_soon(hub.publish, stored_lines(job_id, number, number))
+            assert await viewer.wait_async(5)
+            assert [item.rows[0][0] for item in published(viewer)] == [number]
+            taken_at.append(time.monotonic())
+        return taken_at
+
+    first, second = asyncio.run(two_takes())
+    assert second - first >= ASYNC_MAX_PAUSE * 0.9
+
+
+def test_a_waiting_coroutine_times_out_after_its_timeout() -> None:
+    hub = LiveHub()
+    (viewer,) = crowd_of(hub, uuid.uuid4(), 1)
+
+    async def timed_wait() -> tuple[bool, float]:
+        started = time.monotonic()
+        return await viewer.wait_async(0.2), time.monotonic() - started
+
+    woken, waited = asyncio.run(timed_wait())
+    assert not woken
+    assert waited >= 0.2
+
+
+def test_a_coroutine_that_left_is_no_longer_woken() -> None:
+    """A viewer whose client left is cancelled while it waits: the round that follows finds
+    nothing to wake, and the others of its crowd still wake."""
+    hub = LiveHub()
+    job_id = uuid.uuid4()
+    leaving, staying = crowd_of(hub, job_id, 2)
+
+    async def leave_then_publish() -> bool:
+        waiting = asyncio.ensure_future(leaving.wait_async(5))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        hub.unsubscribe(leaving)
+        asyncio.get_running_loop().call_soon(hub.publish, stored_lines(job_id, 1, 1))
+        return await staying.wait_async(5)
+
+    assert asyncio.run(leave_then_publish())
+    assert [item.rows[0][0] for item in published(staying)] == [1]
 
 
 # --- the poller -----------------------------------------------------------------------------------

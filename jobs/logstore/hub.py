@@ -7,20 +7,24 @@ its own run) gets one run's items through a bounded buffer: a subscriber that fa
 far behind is marked as overflowed and must catch up from the database instead, so a slow
 viewer never holds memory or slows the job down.
 
-A subscriber waits on a condition (threads) or an asyncio event (ASGI): an idle viewer
-costs nothing until something is published or its wait times out. A run flooding a crowd
-of viewers would wake each of them for every stored batch (a few lines each), which costs
-the serving process more than the streams themselves; so after each take a subscriber
-pauses in proportion to the run's number of subscribers (see `Subscription.pause`), and
-the run's viewers cost at most about WAKEUPS_PER_SECOND wake-ups per second together.
+A subscriber waits on a condition (threads) or a future (ASGI): an idle viewer costs
+nothing until something is published or its wait times out. A run flooding a crowd of
+viewers would wake each of them for every stored batch (a few lines each), which costs
+the serving process more than the streams themselves. So a thread pauses after each take
+in proportion to the run's number of subscribers (see `Subscription.pause`), and the
+coroutines of a run wake together in rounds spaced the same way (see `Crowd`): the run's
+viewers cost at most about WAKEUPS_PER_SECOND (threads) or ASYNC_WAKEUPS_PER_SECOND
+(coroutines) wake-ups per second together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 import uuid
+import weakref
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +46,8 @@ MAX_PAUSE = 0.5
 #: a thread, so they wake more often and lines reach a crowd sooner.
 ASYNC_WAKEUPS_PER_SECOND = 10_000
 ASYNC_MAX_PAUSE = 0.1
+#: Seconds by which a coroutine's wait may outlast its timeout (the heartbeat's interval).
+DEADLINE_GRAIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -98,14 +104,71 @@ def rows_of(item: Batch | StoredLines) -> list[Row]:
     return rows
 
 
-#: A coroutine's wait: its event loop and the event to set there.
-_AsyncWaiter = tuple[asyncio.AbstractEventLoop, asyncio.Event]
+class Crowd:
+    """A run's subscribers in this process, and the rounds in which its coroutines wake.
+
+    A coroutine (an ASGI viewer) is not woken by each item: an item asks its event loop for
+    a round, and a round wakes every coroutine of the run that has something, then none for
+    the crowd's pause. A flood then costs each viewer one wake-up per round, with no timer
+    of its own, and its lines go out to the whole crowd at once."""
+
+    def __init__(self) -> None:
+        self.subscriptions: set[Subscription] = set()
+        self._lock = threading.Lock()
+        self._next_round = 0.0  # time.monotonic() before which no round starts
+        self._rounds_asked: set[asyncio.AbstractEventLoop] = set()
+
+    def __len__(self) -> int:
+        return len(self.subscriptions)
+
+    def snapshot(self) -> list[Subscription]:
+        with self._lock:
+            return list(self.subscriptions)
+
+    def add(self, subscription: Subscription) -> None:
+        with self._lock:
+            self.subscriptions.add(subscription)
+
+    def discard(self, subscription: Subscription) -> None:
+        with self._lock:
+            self.subscriptions.discard(subscription)
+
+    def round_gap(self) -> float:
+        """Seconds between two rounds: 0.1 ms for a lone viewer, 20 ms for 200 viewers,
+        ASYNC_MAX_PAUSE from 1,000 on."""
+        return min(ASYNC_MAX_PAUSE, len(self.subscriptions) / ASYNC_WAKEUPS_PER_SECOND)
+
+    def round_may_start(self) -> bool:
+        return time.monotonic() >= self._next_round
+
+    def ask_round(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From any thread: a round in `loop`, as soon as the pause allows."""
+        with self._lock:
+            if loop in self._rounds_asked:
+                return
+            self._rounds_asked.add(loop)
+        loop.call_soon_threadsafe(self._schedule_round, loop)
+
+    def _schedule_round(self, loop: asyncio.AbstractEventLoop) -> None:
+        delay = self._next_round - time.monotonic()
+        if delay > 0:
+            loop.call_later(delay, self._round, loop)
+        else:
+            self._round(loop)
+
+    def _round(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._rounds_asked.discard(loop)
+            self._next_round = time.monotonic() + self.round_gap()
+            subscriptions = list(self.subscriptions)
+        for subscription in subscriptions:
+            subscription._wake_in(loop)
 
 
 class Subscription:
-    def __init__(self, job_id: uuid.UUID, crowd: set[Subscription]) -> None:
+    def __init__(self, job_id: uuid.UUID, crowd: Crowd) -> None:
         self.job_id = job_id
-        #: All the run's subscribers in this process (the hub's set): their number sets the pause.
+        #: All the run's subscribers in this process: their number sets the pause.
         self._crowd = crowd
         self._pause_until = 0.0
         self._coroutine = False  # waits with wait_async
@@ -113,20 +176,23 @@ class Subscription:
         self._items: deque[Item] = deque()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
-        # Set by an asyncio waiter: put() wakes it through its loop.
-        self._async_waiter: _AsyncWaiter | None = None
+        # Set while a coroutine waits: the crowd's next round in its loop wakes it.
+        self._waiter: asyncio.Future[bool] | None = None
+        self._waiter_loop: asyncio.AbstractEventLoop | None = None
 
-    def _put(self, item: Item) -> _AsyncWaiter | None:
-        """Add `item`, waking a waiting thread; the coroutine waiting, if any, for the
-        caller to wake (`_put_all`)."""
-        with self._ready:
+    def _put(self, item: Item) -> asyncio.AbstractEventLoop | None:
+        """Add `item`, waking a waiting thread; the loop of the coroutine waiting, if any,
+        which the caller asks for a round (`_put_all`)."""
+        with self._lock:
             if len(self._items) >= SUBSCRIBER_BUFFER:
                 self.overflowed = True
                 self._items.clear()
             else:
                 self._items.append(item)
+            if self._coroutine:
+                return self._waiter_loop if self._waiter is not None else None
             self._ready.notify_all()
-            return self._async_waiter
+            return None
 
     def take(self) -> tuple[list[Item], bool]:
         """What was published since the last take, and whether some of it was dropped
@@ -135,15 +201,14 @@ class Subscription:
             items = list(self._items)
             self._items.clear()
             overflowed, self.overflowed = self.overflowed, False
-        self._pause_until = time.monotonic() + self.pause()
+        if not self._coroutine:
+            self._pause_until = time.monotonic() + self.pause()
         return items, overflowed
 
     def pause(self) -> float:
-        """Seconds to let items gather after a take before waking for more: 1 ms for a lone
-        viewer, 0.2 s for 200 viewers of the run in this process, MAX_PAUSE from 500 on
-        (for coroutines: 0.1 ms, 20 ms, ASYNC_MAX_PAUSE from 1,000 on)."""
-        if self._coroutine:
-            return min(ASYNC_MAX_PAUSE, len(self._crowd) / ASYNC_WAKEUPS_PER_SECOND)
+        """Seconds a thread lets items gather after a take before it wakes for more: 1 ms
+        for a lone viewer, 0.2 s for 200 viewers of the run in this process, MAX_PAUSE from
+        500 on. (Coroutines wake in the crowd's rounds instead: `Crowd`.)"""
         return min(MAX_PAUSE, len(self._crowd) / WAKEUPS_PER_SECOND)
 
     def _pause_left(self, timeout: float) -> float:
@@ -161,49 +226,83 @@ class Subscription:
             return self._ready.wait(timeout)
 
     async def wait_async(self, timeout: float) -> bool:
+        """As `wait`, in a coroutine: until the run's next round that finds something here."""
         self._coroutine = True
-        pause = self._pause_left(timeout)
-        if pause:
-            await asyncio.sleep(pause)
-            timeout -= pause
-        event = asyncio.Event()
+        loop = asyncio.get_running_loop()
         with self._lock:
-            if self._items or self.overflowed:
+            ready = bool(self._items or self.overflowed)
+            if ready and self._crowd.round_may_start():
                 return True
-            self._async_waiter = (asyncio.get_running_loop(), event)
+            waiter = self._waiter = loop.create_future()
+            self._waiter_loop = loop
+        if ready:
+            self._crowd.ask_round(loop)
         try:
-            async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
-                await event.wait()
-            return True
-        except TimeoutError:
-            return False
+            return await _deadlines(loop).wait(waiter, timeout)
         finally:
             with self._lock:
-                self._async_waiter = None
+                self._waiter = None
+
+    def _wake_in(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In a round of `loop`: wake this coroutine if it waits there and has something."""
+        with self._lock:
+            waiter = self._waiter
+            if waiter is None or self._waiter_loop is not loop or not (self._items or self.overflowed):
+                return
+            self._waiter = None
+        if not waiter.done():
+            waiter.set_result(True)
 
 
-def _put_all(subscriptions: Iterable[Subscription], item: Item) -> None:
-    """Put `item` to each subscriber, waking the coroutines among them with one call per
-    event loop: each call writes to the loop's wake-up pipe, and a run may have a thousand."""
-    waiting: defaultdict[asyncio.AbstractEventLoop, list[asyncio.Event]] = defaultdict(list)
-    for subscription in subscriptions:
-        waiter = subscription._put(item)
-        if waiter is not None:
-            loop, event = waiter
-            waiting[loop].append(event)
-    for loop, events in waiting.items():
-        loop.call_soon_threadsafe(_set_all, events)
+def _put_all(crowd: Crowd, subscriptions: Iterable[Subscription], item: Item) -> None:
+    """Put `item` to each subscriber; the loops of the coroutines among them that wait get
+    one round each, whatever their number."""
+    loops = {loop for subscription in subscriptions if (loop := subscription._put(item)) is not None}
+    for loop in loops:
+        crowd.ask_round(loop)
 
 
-def _set_all(events: list[asyncio.Event]) -> None:
-    for event in events:
-        event.set()
+class _Deadlines:
+    """The timeouts of a loop's waiting coroutines, DEADLINE_GRAIN apart: the crowd's
+    coroutines, woken together, time out together on one timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[int, set[asyncio.Future[bool]]] = {}
+
+    async def wait(self, waiter: asyncio.Future[bool], timeout: float) -> bool:
+        """What `waiter` is set to, or False once `timeout` (rounded up to the grain) passes."""
+        slot = math.ceil((self._loop.time() + timeout) / DEADLINE_GRAIN)
+        waiters = self._due.get(slot)
+        if waiters is None:
+            waiters = self._due[slot] = set()
+            self._loop.call_at(slot * DEADLINE_GRAIN, self._expire, slot)
+        waiters.add(waiter)
+        try:
+            return await waiter
+        finally:
+            waiters.discard(waiter)
+
+    def _expire(self, slot: int) -> None:
+        for waiter in self._due.pop(slot, ()):
+            if not waiter.done():
+                waiter.set_result(False)
+
+
+_loop_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
+
+
+def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    deadlines = _loop_deadlines.get(loop)
+    if deadlines is None:
+        deadlines = _loop_deadlines[loop] = _Deadlines(loop)
+    return deadlines
 
 
 class LiveHub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: defaultdict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._subscribers: defaultdict[uuid.UUID, Crowd] = defaultdict(Crowd)
         self._local_jobs: set[uuid.UUID] = set()
         self._closing = False
         #: Notified when a run gains its first subscriber (the poller waits on it).
@@ -217,21 +316,22 @@ class LiveHub:
             self.watchers_changed.notify_all()
             closing = self._closing
         if closing:
-            _put_all([subscription], StreamsClosing(job_id))
+            _put_all(crowd, [subscription], StreamsClosing(job_id))
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
-            subscribers = self._subscribers.get(subscription.job_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
+            crowd = self._subscribers.get(subscription.job_id)
+            if crowd is not None:
+                crowd.discard(subscription)
+                if not crowd:
                     del self._subscribers[subscription.job_id]
 
     def publish(self, item: Item) -> None:
         with self._lock:
-            subscribers = list(self._subscribers.get(item.job_id, ()))
-        _put_all(subscribers, item)
+            crowd = self._subscribers.get(item.job_id)
+        if crowd is not None:
+            _put_all(crowd, crowd.snapshot(), item)
 
     def publish_read(self, item: StoredLines | JobChanged) -> bool:
         """Publish what the poller read of a run of another process, unless this process has
@@ -241,16 +341,18 @@ class LiveHub:
             if item.job_id in self._local_jobs:
                 return False
             # Put under the lock, so that run_started_here comes wholly before or after.
-            _put_all(self._subscribers.get(item.job_id, ()), item)
+            crowd = self._subscribers.get(item.job_id)
+            if crowd is not None:
+                _put_all(crowd, crowd.snapshot(), item)
             return True
 
     def close_streams(self) -> None:
         """Tell every viewer of this process, now and from now on, to end its stream."""
         with self._lock:
             self._closing = True
-            subscribers = [(job_id, list(subs)) for job_id, subs in self._subscribers.items()]
-        for job_id, subscriptions in subscribers:
-            _put_all(subscriptions, StreamsClosing(job_id))
+            crowds = list(self._subscribers.items())
+        for job_id, crowd in crowds:
+            _put_all(crowd, crowd.snapshot(), StreamsClosing(job_id))
 
     def run_started_here(self, job_id: uuid.UUID) -> None:
         """From now on this process publishes the run's lines and changes itself."""
@@ -263,6 +365,11 @@ class LiveHub:
         with self._lock:
             self._local_jobs.discard(job_id)
         self.publish(JobChanged(job_id))
+
+    def round_gap(self, job_ids: Iterable[uuid.UUID]) -> float:
+        """The longest gap between the rounds of these runs' crowds (0 for none). The
+        caller holds `watchers_changed`."""
+        return max((crowd.round_gap() for job_id in job_ids if (crowd := self._subscribers.get(job_id))), default=0.0)
 
     def remote_jobs(self) -> set[uuid.UUID]:
         """Watched runs that this process does not run: the poller's work. The caller

@@ -42,7 +42,9 @@ logger = logging.getLogger(__name__)
 FETCH_LIMIT = 5000
 
 #: Least seconds between two reads: a run announcing every batch of a flood (hundreds a
-#: second) is read in batches of announcements instead, each at most this late.
+#: second) is read in batches of announcements instead, each at most this late. A run with
+#: a crowd of viewers here is read no more often than the crowd's rounds wake them
+#: (jobs.logstore.hub.Crowd): what a read brings between two rounds waits for the next.
 READ_GAP = 0.01
 
 #: The columns of a run whose change its viewers must see: the run's id, then JobState's.
@@ -127,7 +129,7 @@ class Poller:
         now = time.monotonic()
         if (self._ending if self._listening else self._watched) <= runs:
             self._next_poll = now + runlog_settings.POLL_INTERVAL
-        self._not_before = now + READ_GAP
+        self._not_before = now + max(READ_GAP, self._hub.round_gap(runs))
         self._due -= runs
         self._resync = False
 
