@@ -99,12 +99,19 @@ def sse(event: Event) -> bytes:
     if isinstance(event, Status):
         return f"event: status\ndata: {to_json(status_data(event.job))}\n\n".encode()
     if isinstance(event, Progress):
-        return f"event: progress\ndata: {to_json(_progress_data(event.done, event.total, event.message))}\n\n".encode()
+        return _progress_event(event)
     if isinstance(event, Done):
         return f"event: done\ndata: {to_json(status_data(event.job))}\n\n".encode()
     if isinstance(event, Heartbeat):
         return b": keep-alive\n\n"
     raise TypeError(f"not an event: {event!r}")
+
+
+@lru_cache(maxsize=256)
+def _progress_event(progress: Progress) -> bytes:
+    """The viewers of a run are sent the same progress: encoded once for them all."""
+    data = _progress_data(progress.done, progress.total, progress.message)
+    return f"event: progress\ndata: {to_json(data)}\n\n".encode()
 
 
 def sse_batched(event: Event) -> bytes:
