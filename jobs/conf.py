@@ -39,7 +39,7 @@ class RunlogSettings:
     #: Seconds a run gets to stop when its server shuts down (within gunicorn's graceful_timeout).
     SHUTDOWN_GRACE: float = 15.0
     #: Seconds between the poller's reads of runs that other processes run (their live tail).
-    POLL_INTERVAL: float = 0.2
+    POLL_INTERVAL: float = 0.1
     #: Seconds between heartbeat comments on an idle event stream (at most 15, the contract).
     STREAM_HEARTBEAT: float = 10.0
     #: Live viewers of one process that may read the database at the same moment; the others
