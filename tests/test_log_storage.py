@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import tracemalloc
 
 import pytest
@@ -19,7 +20,8 @@ from django.test import override_settings
 from jobs import job, run_command
 from jobs.choices import LogStream
 from jobs.conf import runlog_settings
-from jobs.logstore.writer import CHUNK_CHARS
+from jobs.logstore.flusher import STORE_GAP
+from jobs.logstore.writer import CHUNK_CHARS, Batch
 from jobs.models import Job, JobStatus, LogLine
 from tests.conftest import assert_contiguous, log_texts, run_now
 
@@ -112,6 +114,13 @@ def count_lines(lines: int) -> None:
     print("the job reached its end")
 
 
+@job("log_storage_tests.steady")
+def steady(lines: int, interval: float) -> None:
+    for index in range(lines):
+        print(f"line {index + 1}")
+        time.sleep(interval)
+
+
 # --- Tests -------------------------------------------------------------------------------------
 
 
@@ -122,6 +131,29 @@ def test_flood_is_stored_completely_and_in_order() -> None:
     assert job_run.line_count == lines
     assert log_texts(job_run) == [flood_line(index, 80) for index in range(lines)]
     assert_contiguous(job_run)
+
+
+def test_a_job_printing_without_pause_is_stored_a_few_times_a_second_not_per_line() -> None:
+    """500 lines over at least 0.5 s, one every millisecond: the flusher could store each
+    alone (and announce each store to other processes); it stores at most one batch per
+    STORE_GAP, with every line."""
+    from jobs.launcher import create_run
+    from jobs.logstore.hub import hub
+    from jobs.running.runner import start
+
+    job_run = create_run("log_storage_tests.steady", {"lines": 500, "interval": 0.001})
+    subscription = hub.subscribe(job_run.id)
+    started = time.monotonic()
+    try:
+        job_run = start().run(job_run)
+        elapsed = time.monotonic() - started
+        items, overflowed = subscription.take()
+    finally:
+        hub.unsubscribe(subscription)
+    assert job_run.status == JobStatus.SUCCEEDED and not overflowed
+    batches = [item for item in items if isinstance(item, Batch) and len(item)]
+    assert sum(len(batch) for batch in batches) == job_run.line_count == 500
+    assert len(batches) <= elapsed / STORE_GAP + 2
 
 
 def test_writer_memory_stays_bounded_while_a_job_floods_long_lines() -> None:

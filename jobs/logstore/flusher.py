@@ -2,9 +2,10 @@
 
 A writer wakes the flusher when it gets its first chunk since the last drain; the flusher
 then drains every writer that has woken it, numbers their lines, stores them all in one
-transaction, and publishes them to live viewers. While it stores one batch the jobs fill
-the next one, so batches grow with the output rate and a line waits at most about one
-store behind (well under 100 ms). It sleeps on a queue when nothing is written: no polling.
+transaction, and publishes them to live viewers. While it stores one batch (and for the
+rest of STORE_GAP) the jobs fill the next one, so batches grow with the output rate and a
+line waits at most about one store behind (well under 100 ms). It sleeps on a queue when
+nothing is written: no polling.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds without output after which the flusher closes its database connection.
 IDLE_DISCONNECT = 2.0
+#: Least seconds from the start of one store to the next: a job printing without pause is
+#: stored (and announced to other processes) in a few transactions a second, not hundreds.
+STORE_GAP = 0.01
 
 
 class Flusher:
@@ -56,10 +60,12 @@ class Flusher:
     def _run(self) -> None:
         while True:
             writers = self._next_writers()
+            started = time.monotonic()
             try:
                 self.flush(writers)
             except Exception:  # the flusher must outlive any one bad batch
                 logger.exception("Runlog flusher failed on a batch")
+            time.sleep(max(0.0, started + STORE_GAP - time.monotonic()))  # the jobs fill the next batch meanwhile
 
     def _next_writers(self) -> set[LogWriter]:
         """Block until a writer has something, then take every writer that does."""
