@@ -147,7 +147,11 @@ class Crowd:
             if loop in self._rounds_asked:
                 return
             self._rounds_asked.add(loop)
-        loop.call_soon_threadsafe(self._schedule_round, loop)
+        try:
+            loop.call_soon_threadsafe(self._schedule_round, loop)
+        except RuntimeError:  # the loop has closed: nothing of it will run again
+            with self._lock:
+                self._rounds_asked.discard(loop)
 
     def _schedule_round(self, loop: asyncio.AbstractEventLoop) -> None:
         delay = self._next_round - time.monotonic()
@@ -238,7 +242,7 @@ class Subscription:
         if ready:
             self._crowd.ask_round(loop)
         try:
-            return await _deadlines(loop).wait(waiter, timeout)
+            return await _deadlines(loop).wait(loop, waiter, timeout)
         finally:
             with self._lock:
                 self._waiter = None
@@ -266,17 +270,16 @@ class _Deadlines:
     """The timeouts of a loop's waiting coroutines, DEADLINE_GRAIN apart: the crowd's
     coroutines, woken together, time out together on one timer."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._due: dict[int, set[asyncio.Future[bool]]] = {}
 
-    async def wait(self, waiter: asyncio.Future[bool], timeout: float) -> bool:
+    async def wait(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[bool], timeout: float) -> bool:
         """What `waiter` is set to, or False once `timeout` (rounded up to the grain) passes."""
-        slot = math.ceil((self._loop.time() + timeout) / DEADLINE_GRAIN)
+        slot = math.ceil((loop.time() + timeout) / DEADLINE_GRAIN)
         waiters = self._due.get(slot)
         if waiters is None:
             waiters = self._due[slot] = set()
-            self._loop.call_at(slot * DEADLINE_GRAIN, self._expire, slot)
+            loop.call_at(slot * DEADLINE_GRAIN, self._expire, slot)
         waiters.add(waiter)
         try:
             return await waiter
@@ -289,13 +292,14 @@ class _Deadlines:
                 waiter.set_result(False)
 
 
+#: Each loop's timeouts, forgotten with the loop.
 _loop_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
 
 
 def _deadlines(loop: asyncio.AbstractEventLoop) -> _Deadlines:
     deadlines = _loop_deadlines.get(loop)
     if deadlines is None:
-        deadlines = _loop_deadlines[loop] = _Deadlines(loop)
+        deadlines = _loop_deadlines[loop] = _Deadlines()
     return deadlines
 
 
