@@ -44,7 +44,9 @@ class RunlogSettings:
     STREAM_HEARTBEAT: float = 10.0
     #: Live viewers of one process that may read the database at the same moment; the others
     #: wait their turn, so that a crowd of viewers never exhausts the database's connections.
-    VIEWER_DATABASE_SLOTS: int = 8
+    #: Under ASGI these are the threads that open streams too: more of them only contend
+    #: for the process's GIL (a burst of streams is answered later with 8 or 16 than with 4).
+    VIEWER_DATABASE_SLOTS: int = 4
     #: Live streams (events, log.txt?follow=1) one process serves at once; past it a new
     #: one gets 503 with Retry-After. Under gthread each holds a thread (config/gunicorn.conf.py
     #: sets it below the thread count); under ASGI an idle one costs a few KB.
