@@ -45,7 +45,7 @@ class RunlogSettings:
     #: Live viewers of one process that may read the database at the same moment; the others
     #: wait their turn, so that a crowd of viewers never exhausts the database's connections.
     #: Under ASGI these are the threads that open streams too: more of them only contend
-    #: for the process's GIL (a burst of streams is answered later with 8 or 16 than with 4).
+    #: for the process's GIL and answer a burst of streams later.
     VIEWER_DATABASE_SLOTS: int = 4
     #: Live streams (events, log.txt?follow=1) one process serves at once; past it a new
     #: one gets 503 with Retry-After. Under gthread each holds a thread (config/gunicorn.conf.py

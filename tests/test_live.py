@@ -34,6 +34,11 @@ def crowd_of(hub: LiveHub, job_id: uuid.UUID, viewers: int) -> list[Subscription
     return [hub.subscribe(job_id) for _ in range(viewers)]
 
 
+def first_numbers(viewer: Subscription) -> list[int]:
+    """The number of the first line of each batch the viewer takes."""
+    return [item.rows[0][0] for item in published(viewer)]
+
+
 def stored_lines(job_id: uuid.UUID, first: int, last: int) -> StoredLines:
     now = timezone.now()
     return StoredLines(job_id, [(number, "stdout", now, f"line {number}") for number in range(first, last + 1)])
@@ -47,7 +52,7 @@ def test_a_lone_viewer_does_not_wait_for_lines_to_gather() -> None:
     for number in (1, 2):
         hub.publish(stored_lines(job_id, number, number))
         assert viewer.wait(5)
-        assert [item.rows[0][0] for item in published(viewer)] == [number]
+        assert first_numbers(viewer) == [number]
 
 
 def test_a_crowd_lets_a_flood_gather_between_takes() -> None:
@@ -105,7 +110,7 @@ def test_a_lone_coroutine_wakes_at_once_for_each_item() -> None:
         for number in (1, 2):
             asyncio.get_running_loop().call_soon(hub.publish, stored_lines(job_id, number, number))
             assert await viewer.wait_async(5)
-            numbers += [item.rows[0][0] for item in published(viewer)]
+            numbers += first_numbers(viewer)
         return numbers
 
     assert asyncio.run(follow_two()) == [1, 2]
@@ -130,7 +135,7 @@ def test_a_crowd_of_coroutines_takes_a_flood_in_a_few_rounds() -> None:
         takes: list[list[int]] = []
         while sum(len(numbers) for numbers in takes) < 20:
             assert await viewer.wait_async(5)
-            takes.append([item.rows[0][0] for item in published(viewer)])
+            takes.append(first_numbers(viewer))
         return takes
 
     async def crowd_and_flood() -> list[list[list[int]]]:
@@ -164,7 +169,7 @@ def test_the_rounds_of_a_crowd_of_coroutines_are_a_pause_apart() -> None:
         for number in (1, 2):
             asyncio.get_running_loop().call_soon(hub.publish, stored_lines(job_id, number, number))
             assert await viewer.wait_async(5)
-            assert [item.rows[0][0] for item in published(viewer)] == [number]
+            assert first_numbers(viewer) == [number]
             taken_at.append(time.monotonic())
         return taken_at
 
@@ -201,7 +206,7 @@ def test_a_coroutine_that_left_is_no_longer_woken() -> None:
         return await staying.wait_async(5)
 
     assert asyncio.run(leave_then_publish())
-    assert [item.rows[0][0] for item in published(staying)] == [1]
+    assert first_numbers(staying) == [1]
 
 
 # --- the poller -----------------------------------------------------------------------------------

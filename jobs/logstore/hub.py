@@ -121,10 +121,6 @@ class Crowd:
     def __len__(self) -> int:
         return len(self.subscriptions)
 
-    def snapshot(self) -> list[Subscription]:
-        with self._lock:
-            return list(self.subscriptions)
-
     def add(self, subscription: Subscription) -> None:
         with self._lock:
             self.subscriptions.add(subscription)
@@ -132,6 +128,16 @@ class Crowd:
     def discard(self, subscription: Subscription) -> None:
         with self._lock:
             self.subscriptions.discard(subscription)
+
+    def put(self, item: Item, only: Iterable[Subscription] | None = None) -> None:
+        """Put `item` to each subscriber (or to `only` these); the loops of the coroutines
+        among them that wait get one round each, whatever their number."""
+        if only is None:
+            with self._lock:
+                only = list(self.subscriptions)
+        loops = {loop for subscription in only if (loop := subscription._put(item)) is not None}
+        for loop in loops:
+            self.ask_round(loop)
 
     def round_gap(self) -> float:
         """Seconds between two rounds: 0.1 ms for a lone viewer, 20 ms for 200 viewers,
@@ -186,7 +192,7 @@ class Subscription:
 
     def _put(self, item: Item) -> asyncio.AbstractEventLoop | None:
         """Add `item`, waking a waiting thread; the loop of the coroutine waiting, if any,
-        which the caller asks for a round (`_put_all`)."""
+        which the caller asks for a round (`Crowd.put`)."""
         with self._lock:
             if len(self._items) >= SUBSCRIBER_BUFFER:
                 self.overflowed = True
@@ -258,14 +264,6 @@ class Subscription:
             waiter.set_result(True)
 
 
-def _put_all(crowd: Crowd, subscriptions: Iterable[Subscription], item: Item) -> None:
-    """Put `item` to each subscriber; the loops of the coroutines among them that wait get
-    one round each, whatever their number."""
-    loops = {loop for subscription in subscriptions if (loop := subscription._put(item)) is not None}
-    for loop in loops:
-        crowd.ask_round(loop)
-
-
 class _Deadlines:
     """The timeouts of a loop's waiting coroutines, DEADLINE_GRAIN apart: the crowd's
     coroutines, woken together, time out together on one timer."""
@@ -320,7 +318,7 @@ class LiveHub:
             self.watchers_changed.notify_all()
             closing = self._closing
         if closing:
-            _put_all(crowd, [subscription], StreamsClosing(job_id))
+            crowd.put(StreamsClosing(job_id), only=[subscription])
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -335,7 +333,7 @@ class LiveHub:
         with self._lock:
             crowd = self._subscribers.get(item.job_id)
         if crowd is not None:
-            _put_all(crowd, crowd.snapshot(), item)
+            crowd.put(item)
 
     def publish_read(self, item: StoredLines | JobChanged) -> bool:
         """Publish what the poller read of a run of another process, unless this process has
@@ -347,7 +345,7 @@ class LiveHub:
             # Put under the lock, so that run_started_here comes wholly before or after.
             crowd = self._subscribers.get(item.job_id)
             if crowd is not None:
-                _put_all(crowd, crowd.snapshot(), item)
+                crowd.put(item)
             return True
 
     def close_streams(self) -> None:
@@ -356,7 +354,7 @@ class LiveHub:
             self._closing = True
             crowds = list(self._subscribers.items())
         for job_id, crowd in crowds:
-            _put_all(crowd, crowd.snapshot(), StreamsClosing(job_id))
+            crowd.put(StreamsClosing(job_id))
 
     def run_started_here(self, job_id: uuid.UUID) -> None:
         """From now on this process publishes the run's lines and changes itself."""

@@ -183,7 +183,7 @@ def _lines_where(job: Job, condition: Condition) -> QuerySet[LogLine, int]:
     return LogLine.objects.filter(found, job_id=job.id).values_list("number", flat=True).order_by()
 
 
-def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> tuple[str, list[Any]]:
+def _contains(vendor: str, column: str, text: str, case_sensitive: bool) -> Condition:
     find_text = "strpos" if vendor == "postgresql" else "instr"
     if case_sensitive:
         return f"{find_text}({column}, %s) > 0", [text]
